@@ -1,0 +1,6 @@
+"""Rasterization ops: :func:`soft_rasterize` and its building blocks."""
+
+from softjax.ops.rasterize import soft_rasterize
+from softjax.ops.xla_tiled import TilingConfig
+
+__all__ = ["TilingConfig", "soft_rasterize"]

@@ -1,0 +1,172 @@
+"""Screen-tile binning of faces, shared by the XLA path and the Pallas kernels.
+
+The image is cut into ``tile x tile`` pixel tiles. A face can only affect pixels inside its 2D
+bounding box grown by ``sqrt(T)`` (spec section 2), so it is listed in every tile that box
+overlaps. The (tile, face) pairs are generated face by face into a fixed-capacity buffer and
+sorted by tile. When the pairs do not fit the buffer they are processed in several *passes*
+(pass ``p`` holds pairs ``[p * capacity, (p + 1) * capacity)`` of the face-major enumeration),
+so no face is ever dropped; results are exact for any capacity.
+
+Tiles, faces and pixels are flattened over the batch: tile ``t = b * n * n + ty * n + tx`` and
+face ``f = b * F + j``.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from softjax.ops.pixel_face import FaceData, pixel_center_x, pixel_center_y, threshold
+
+
+class TileGrid(NamedTuple):
+    """Static description of the tiling of a batch of images."""
+
+    image_size: int  # S
+    tile: int  # pixels per tile side
+    n: int  # tiles per image side, ceil(S / tile)
+    batch: int  # B
+    faces_per_image: int  # F
+
+    @property
+    def num_tiles(self) -> int:
+        return self.batch * self.n * self.n
+
+    @property
+    def num_faces(self) -> int:
+        return self.batch * self.faces_per_image
+
+    @property
+    def tile_pixels(self) -> int:
+        return self.tile * self.tile
+
+
+def make_grid(image_size: int, tile: int, batch: int, faces: int) -> TileGrid:
+    n = -(-image_size // tile)
+    return TileGrid(image_size, tile, n, batch, faces)
+
+
+class FaceTiles(NamedTuple):
+    """Tile-index rectangle of each (flattened) face and the face-major pair enumeration."""
+
+    tx0: jax.Array  # [BF] int32
+    ty0: jax.Array
+    width: jax.Array  # [BF] tiles in x (>= 1 where count > 0)
+    count: jax.Array  # [BF] tiles overlapped (0: face is off screen or not finite)
+    inclusive: jax.Array  # [BF] cumulative count
+    total: jax.Array  # scalar int32, number of (tile, face) pairs
+
+
+def face_tiles(face: FaceData, sigma, dist_eps, grid: TileGrid) -> FaceTiles:
+    """Tiles overlapped by each face's bounding box grown by ``sqrt(T)``.
+
+    Args:
+      face: :class:`FaceData` with fields ``[BF, 3]``.
+    """
+    s = grid.image_size
+    grow = jnp.sqrt(jnp.maximum(threshold(sigma, dist_eps), 0.0))
+    xmin = jnp.min(face.x, axis=-1) - grow
+    xmax = jnp.max(face.x, axis=-1) + grow
+    ymin = jnp.min(face.y, axis=-1) - grow
+    ymax = jnp.max(face.y, axis=-1) + grow
+    finite = jnp.isfinite(xmin) & jnp.isfinite(xmax) & jnp.isfinite(ymin) & jnp.isfinite(ymax)
+
+    def to_index(v, fn):
+        # Pixel index from NDC, one pixel of margin against rounding; clip before the cast.
+        v = jnp.where(finite, v, 0.0)
+        return fn(jnp.clip(v, -4.0, s + 4.0)).astype(jnp.int32)
+
+    # centre x of column c is (2c + 1 - S) / S  =>  c = (x S + S - 1) / 2
+    c_lo = to_index((xmin * s + s - 1) / 2, jnp.ceil) - 1
+    c_hi = to_index((xmax * s + s - 1) / 2, jnp.floor) + 1
+    # centre y of row r is (S - 1 - 2r) / S  =>  r = (S - 1 - y S) / 2
+    r_lo = to_index((s - 1 - ymax * s) / 2, jnp.ceil) - 1
+    r_hi = to_index((s - 1 - ymin * s) / 2, jnp.floor) + 1
+    on_screen = finite & (c_hi >= 0) & (c_lo <= s - 1) & (r_hi >= 0) & (r_lo <= s - 1)
+    c_lo, c_hi = jnp.clip(c_lo, 0, s - 1), jnp.clip(c_hi, 0, s - 1)
+    r_lo, r_hi = jnp.clip(r_lo, 0, s - 1), jnp.clip(r_hi, 0, s - 1)
+    t = grid.tile
+    tx0, tx1 = c_lo // t, c_hi // t
+    ty0, ty1 = r_lo // t, r_hi // t
+    width = tx1 - tx0 + 1
+    count = jnp.where(on_screen, width * (ty1 - ty0 + 1), 0).astype(jnp.int32)
+    inclusive = jnp.cumsum(count).astype(jnp.int32)
+    total = inclusive[-1] if count.shape[0] else jnp.int32(0)
+    return FaceTiles(tx0, ty0, width, count, inclusive, total)
+
+
+class Bins(NamedTuple):
+    """One pass of (tile, face) pairs grouped by tile."""
+
+    faces: jax.Array  # [capacity] face ids sorted by tile (entries past the pass's pairs: junk)
+    start: jax.Array  # [NT + 1] first slot of each tile in ``faces`` (last entry: sentinel tile)
+    count: jax.Array  # [NT + 1] number of faces of each tile in this pass
+    order: jax.Array  # [NT_pad] tile ids by decreasing count, padded with the sentinel NT
+    active_tiles: jax.Array  # scalar: tiles with count > 0
+
+
+def num_passes(ft: FaceTiles, capacity: int) -> jax.Array:
+    return (ft.total + capacity - 1) // capacity
+
+
+def bin_pass(ft: FaceTiles, pass_index, capacity: int, grid: TileGrid, group: int) -> Bins:
+    """Generates pass ``pass_index`` of the pairs and groups it by tile."""
+    nt = grid.num_tiles
+    nf = grid.num_faces
+    slot = pass_index * capacity + jnp.arange(capacity, dtype=jnp.int32)
+    face = jnp.searchsorted(ft.inclusive, slot, side="right").astype(jnp.int32)
+    in_pass = slot < ft.total
+    face = jnp.minimum(face, nf - 1)
+    local = slot - (ft.inclusive[face] - ft.count[face])
+    width = jnp.maximum(ft.width[face], 1)
+    tx = ft.tx0[face] + local % width
+    ty = ft.ty0[face] + local // width
+    image = face // grid.faces_per_image
+    tile = image * (grid.n * grid.n) + ty * grid.n + tx
+    key = jnp.where(in_pass, tile, nt).astype(jnp.int32)
+    key, face = jax.lax.sort((key, face), num_keys=1, is_stable=True)
+    tiles = jnp.arange(nt + 1, dtype=jnp.int32)
+    start = jnp.searchsorted(key, tiles, side="left").astype(jnp.int32)
+    end = jnp.searchsorted(key, tiles, side="right").astype(jnp.int32)
+    count = jnp.where(tiles < nt, end - start, 0)
+    n_pad = -(-nt // group) * group
+    order = jnp.argsort(-count[:nt], stable=True).astype(jnp.int32)
+    order = jnp.concatenate([order, jnp.full((n_pad - nt,), nt, jnp.int32)])
+    active = jnp.sum(count > 0).astype(jnp.int32)
+    return Bins(face, start, count, order, active)
+
+
+def tile_pixel_coords(tiles: jax.Array, grid: TileGrid, dtype) -> tuple[jax.Array, jax.Array]:
+    """NDC centres of the pixels of the given tiles: ``([G, tile*tile], [G, tile*tile])``.
+
+    Pixel ``i * tile + j`` of tile (ty, tx) is at row ``ty * tile + i``, column ``tx * tile + j``.
+    """
+    t = grid.tile
+    local = tiles % (grid.n * grid.n)
+    ty, tx = local // grid.n, local % grid.n
+    i = jnp.arange(t * t, dtype=jnp.int32) // t
+    j = jnp.arange(t * t, dtype=jnp.int32) % t
+    rows = (ty[:, None] * t + i[None, :]).astype(dtype)
+    cols = (tx[:, None] * t + j[None, :]).astype(dtype)
+    return pixel_center_x(cols, grid.image_size), pixel_center_y(rows, grid.image_size)
+
+
+def tiles_to_image(x: jax.Array, grid: TileGrid) -> jax.Array:
+    """``[NT, tile*tile, C]`` in tile layout -> ``[B, S, S, C]`` images."""
+    t, n = grid.tile, grid.n
+    c = x.shape[-1]
+    x = x.reshape(grid.batch, n, n, t, t, c).transpose(0, 1, 3, 2, 4, 5)
+    x = x.reshape(grid.batch, n * t, n * t, c)
+    return x[:, : grid.image_size, : grid.image_size]
+
+
+def image_to_tiles(x: jax.Array, grid: TileGrid) -> jax.Array:
+    """``[B, S, S, C]`` images -> ``[NT, tile*tile, C]`` tile layout (zero padded)."""
+    t, n = grid.tile, grid.n
+    pad = n * t - grid.image_size
+    x = jnp.pad(x, ((0, 0), (0, pad), (0, pad), (0, 0)))
+    c = x.shape[-1]
+    x = x.reshape(grid.batch, n, t, n, t, c).transpose(0, 1, 3, 2, 4, 5)
+    return x.reshape(grid.num_tiles, t * t, c)

@@ -1,0 +1,259 @@
+"""The per-(pixel, face) math of the soft rasterizer, written once.
+
+Every implementation of :func:`softjax.soft_rasterize` (the dense reference, the tiled XLA
+path and the Pallas kernels) calls these functions; none of them re-derives a formula.
+The conventions are those of SoftRas (``shared/docs/softras-spec.md`` sections 1-3):
+
+* ``x`` right and ``y`` up in normalised device coordinates, ``z`` = camera-space depth.
+* Pixel (row ``r``, column ``c``) of an ``S x S`` image has its centre at
+  ``x = (2c + 1 - S) / S`` and ``y = (S - 1 - 2r) / S`` (row 0 is the top row).
+
+All functions broadcast: per-face arrays carry a trailing face axis and per-pixel arrays are
+shaped so that they broadcast against it (e.g. pixels ``[..., P, 1]`` with faces ``[..., 1, K]``).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+DIST_FUNCS = ("hard", "barycentric", "euclidean")
+AGGR_RGB = ("hard", "softmax")
+AGGR_ALPHA = ("hard", "sum", "prod")
+TEXTURE_TYPES = ("surface", "vertex")
+
+_DET_EPS = 1e-10  # |det| of the barycentric matrix is pushed to at least this (spec section 2)
+_Z_EPS = 1e-10  # guards 1/z for vertices exactly at z = 0 (keeps gradients finite)
+_WSUM_EPS = 1e-5  # floor of sum(clip(w, 0, 1)) before normalising (spec section 2)
+
+
+class FaceData(NamedTuple):
+    """Per-face quantities precomputed once from the screen-space face vertices.
+
+    Every field has shape ``[..., 3]`` (one entry per face corner) except ``front`` (``[...]``).
+    Barycentric weight k of a point (x, y) is ``a[k] * x + b[k] * y + c[k]``.
+    """
+
+    a: jax.Array
+    b: jax.Array
+    c: jax.Array
+    x: jax.Array
+    y: jax.Array
+    z: jax.Array
+    front: jax.Array  # bool, True when the face is front-facing (clockwise on screen, y up)
+
+
+class PairTerms(NamedTuple):
+    """What one face contributes to one pixel (all arrays broadcast to ``[..., P, K]``)."""
+
+    valid: jax.Array  # bool: the face takes part for this pixel (not skipped)
+    prob: jax.Array  # D, probability that the face covers the pixel
+    log1m_prob: jax.Array  # log(1 - D), finite for the smooth distance functions
+    inside: jax.Array  # bool: every barycentric weight in [0, 1] (closed triangle)
+    depth: jax.Array  # perspective-correct z at the pixel (guarded to be finite)
+    rgb_ok: jax.Array  # bool: valid, front-facing (or fill_back) and near <= depth <= far
+    znorm_g: jax.Array  # (far - depth) / (far - near) / gamma, 0 where not rgb_ok
+    w_clip: jax.Array  # [..., P, K, 3] clipped, normalised barycentrics used for z and colour
+
+
+def pixel_centers(image_size: int, dtype=jnp.float32) -> tuple[jax.Array, jax.Array]:
+    """Pixel-centre coordinates of an ``S x S`` image.
+
+    Returns:
+      ``(x, y)``, each ``[S, S]`` of ``dtype``, indexed ``[row, column]``; row 0 is the top.
+    """
+    s = image_size
+    idx = jnp.arange(s, dtype=dtype)
+    xs = pixel_center_x(idx, s)
+    ys = pixel_center_y(idx, s)
+    return jnp.broadcast_to(xs[None, :], (s, s)), jnp.broadcast_to(ys[:, None], (s, s))
+
+
+def pixel_center_x(col, image_size: int):
+    """NDC x of the centre of pixel column ``col`` (int or float array)."""
+    return (2.0 * col + 1.0 - image_size) / image_size
+
+
+def pixel_center_y(row, image_size: int):
+    """NDC y of the centre of pixel row ``row`` (row 0 is the top)."""
+    return (image_size - 1.0 - 2.0 * row) / image_size
+
+
+def threshold(sigma, dist_eps):
+    """Squared-distance threshold ``T = sigma * ln(1 / dist_eps - 1)`` beyond which D < dist_eps."""
+    return sigma * jnp.log(1.0 / dist_eps - 1.0)
+
+
+def face_setup(face_vertices: jax.Array) -> FaceData:
+    """Precomputes the barycentric inverse matrix and facing of each face.
+
+    Args:
+      face_vertices: ``[..., 3, 3]`` float, corner k of the face is ``face_vertices[..., k, :]``
+        = (x, y, z) in screen space.
+
+    Returns:
+      :class:`FaceData` with fields of shape ``[..., 3]`` (``front``: ``[...]``).
+    """
+    x = face_vertices[..., 0]
+    y = face_vertices[..., 1]
+    z = face_vertices[..., 2]
+    x0, x1, x2 = x[..., 0], x[..., 1], x[..., 2]
+    y0, y1, y2 = y[..., 0], y[..., 1], y[..., 2]
+    det = x0 * (y1 - y2) + x1 * (y2 - y0) + x2 * (y0 - y1)
+    det = jnp.where(
+        det > 0,
+        jnp.where(det > _DET_EPS, det, _DET_EPS),
+        jnp.where(det < -_DET_EPS, det, -_DET_EPS),
+    )
+    a = jnp.stack([y1 - y2, y2 - y0, y0 - y1], axis=-1) / det[..., None]
+    b = jnp.stack([x2 - x1, x0 - x2, x1 - x0], axis=-1) / det[..., None]
+    c = jnp.stack([x1 * y2 - x2 * y1, x2 * y0 - x0 * y2, x0 * y1 - x1 * y0], axis=-1)
+    c = c / det[..., None]
+    front = (x1 - x0) * (y2 - y0) - (y1 - y0) * (x2 - x0) < 0
+    return FaceData(a=a, b=b, c=c, x=x, y=y, z=z, front=front)
+
+
+def _select_min(u, v):
+    # min with a select-based gradient. lax.min / jnp.min / jnp.maximum route cotangents through
+    # equality tests against a recomputed result, which XLA's fusion can break (seen on CPU:
+    # lost gradients), so every min / max / floor that gradients pass through is a select.
+    return jnp.where(u <= v, u, v)
+
+
+def _segment_dist2(px, py, ax, ay, bx, by):
+    """Squared distance from points (px, py) to segments a-b (broadcasting)."""
+    ex, ey = bx - ax, by - ay
+    len2 = ex * ex + ey * ey
+    safe_len2 = jnp.where(len2 > 0, len2, 1.0)
+    t = jnp.where(len2 > 0, ((px - ax) * ex + (py - ay) * ey) / safe_len2, 0.0)
+    t = jnp.clip(t, 0.0, 1.0)
+    dx = px - ax - t * ex
+    dy = py - ay - t * ey
+    return dx * dx + dy * dy
+
+
+def pair_terms(
+    px: jax.Array,
+    py: jax.Array,
+    face: FaceData,
+    *,
+    dist_func: str,
+    sigma,
+    dist_eps,
+    gamma,
+    near,
+    far,
+    fill_back,
+) -> PairTerms:
+    """Everything one face contributes to one pixel, before aggregation over faces.
+
+    Args:
+      px, py: pixel-centre coordinates, shaped to broadcast against the face fields with a
+        trailing face axis, e.g. ``[..., P, 1]``.
+      face: :class:`FaceData` whose fields are shaped ``[..., 1, K, 3]`` (``front``
+        ``[..., 1, K]``), i.e. the face axis is the second to last before the corner axis.
+      dist_func: one of ``'hard'``, ``'barycentric'``, ``'euclidean'`` (static).
+      sigma, dist_eps, gamma, near, far: scalars (Python floats or traced arrays).
+      fill_back: bool or 0/1 scalar (may be traced); when true every face counts as
+        front-facing.
+
+    Returns:
+      :class:`PairTerms` broadcast to ``[..., P, K]``.
+    """
+    thr = jax.lax.stop_gradient(threshold(sigma, dist_eps))  # only used in comparisons
+    grow = jnp.sqrt(jnp.maximum(thr, 0.0))
+    fx, fy = face.x, face.y
+    in_box = (
+        (px >= jnp.min(fx, axis=-1) - grow)
+        & (px <= jnp.max(fx, axis=-1) + grow)
+        & (py >= jnp.min(fy, axis=-1) - grow)
+        & (py <= jnp.max(fy, axis=-1) + grow)
+    )
+    pxe, pye = px[..., None], py[..., None]
+    w = face.a * pxe + face.b * pye + face.c  # [..., P, K, 3]
+    inside = jnp.all((w >= 0.0) & (w <= 1.0), axis=-1)
+
+    if dist_func == "hard":
+        valid = in_box & inside
+        prob = jnp.ones_like(w[..., 0])
+        log1m_prob = jnp.full_like(prob, -jnp.inf)
+    else:
+        if dist_func == "barycentric":
+            m = _select_min(_select_min(w[..., 0], w[..., 1]), w[..., 2])
+            d = jnp.where(m > 0, m * m, -m * m)
+            keep = -d < thr
+        elif dist_func == "euclidean":
+            d2 = _select_min(
+                _select_min(
+                    _segment_dist2(px, py, fx[..., 0], fy[..., 0], fx[..., 1], fy[..., 1]),
+                    _segment_dist2(px, py, fx[..., 1], fy[..., 1], fx[..., 2], fy[..., 2]),
+                ),
+                _segment_dist2(px, py, fx[..., 2], fy[..., 2], fx[..., 0], fy[..., 0]),
+            )
+            strictly_inside = jnp.all((w > 0.0) & (w < 1.0), axis=-1)
+            d = jnp.where(strictly_inside, d2, -d2)
+            keep = strictly_inside | (d2 < thr)
+        else:  # pragma: no cover - validated by the caller
+            raise ValueError(f"unknown dist_func {dist_func!r}")
+        valid = in_box & keep
+        x = jnp.where(valid, d / sigma, 0.0)
+        prob = jax.nn.sigmoid(x)
+        log1m_prob = -jax.nn.softplus(x)
+
+    w_pos = jnp.clip(w, 0.0, 1.0)
+    w_sum = jnp.sum(w_pos, axis=-1, keepdims=True)
+    w_clip = w_pos / jnp.where(w_sum > _WSUM_EPS, w_sum, _WSUM_EPS)
+    z = face.z
+    z_safe = jnp.where(jnp.abs(z) < _Z_EPS, jnp.where(z < 0, -_Z_EPS, _Z_EPS), z)
+    inv_depth = jnp.sum(w_clip / z_safe, axis=-1)
+    inv_depth = jnp.where(
+        jnp.abs(inv_depth) < _Z_EPS, jnp.where(inv_depth < 0, -_Z_EPS, _Z_EPS), inv_depth
+    )
+    depth = 1.0 / inv_depth
+    front = face.front | (jnp.asarray(fill_back) > 0)
+    rgb_ok = valid & front & (depth >= near) & (depth <= far)
+    znorm_g = jnp.where(rgb_ok, (far - depth) / (far - near) / gamma, 0.0)
+    return PairTerms(
+        valid=valid,
+        prob=prob,
+        log1m_prob=log1m_prob,
+        inside=inside,
+        depth=depth,
+        rgb_ok=rgb_ok,
+        znorm_g=znorm_g,
+        w_clip=w_clip,
+    )
+
+
+def face_color(w_clip: jax.Array, textures: jax.Array, texture_type: str) -> jax.Array:
+    """Colour of faces at pixels, sampled with the clipped barycentrics.
+
+    Args:
+      w_clip: ``[..., P, K, 3]`` clipped, normalised barycentric weights.
+      textures: ``[..., 1, K, T, C]`` per-face textures broadcast over pixels; ``T = R * R``
+        texels for ``'surface'``, ``T = 3`` corner colours for ``'vertex'``.
+      texture_type: ``'surface'`` or ``'vertex'`` (static).
+
+    Returns:
+      ``[..., P, K, C]`` colours.
+
+    Surface texel choice (spec section 2): ``i = floor(w0 R)``, ``j = floor(w1 R)`` (clamped to
+    ``R - 1`` so that a corner weight of exactly 1 stays inside the face's texels); texel
+    ``j R + i`` if ``(w0 + w1) R - i - j <= 1`` else ``(R - 1 - j) R + (R - 1 - i)``, with
+    ``w0 + w1`` evaluated as ``1 - w2`` (equal for normalised weights, exact on the edge).
+    """
+    if texture_type == "vertex":
+        return jnp.einsum("...k,...kc->...c", w_clip, textures)
+    num_texels = textures.shape[-2]
+    res = int(round(num_texels**0.5))
+    w0, w1 = w_clip[..., 0], w_clip[..., 1]
+    i = jnp.minimum(jnp.floor(w0 * res), res - 1)
+    j = jnp.minimum(jnp.floor(w1 * res), res - 1)
+    # (w0 + w1) R - i - j <= 1, written with w0 + w1 = 1 - w2 so that pixels clipped onto the
+    # edge w2 = 0 pick their texel deterministically instead of by rounding noise.
+    lower = (1.0 - w_clip[..., 2]) * res - i - j <= 1.0
+    texel = jnp.where(lower, j * res + i, (res - 1 - j) * res + (res - 1 - i)).astype(jnp.int32)
+    texel = jnp.clip(texel, 0, num_texels - 1)
+    return jnp.take_along_axis(textures, texel[..., None, None], axis=-2)[..., 0, :]

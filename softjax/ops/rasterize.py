@@ -1,0 +1,100 @@
+"""The public ``soft_rasterize`` op: argument checking and backend dispatch."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from softjax.ops.options import check_inputs
+from softjax.ops.reference import rasterize_reference
+from softjax.ops.xla_tiled import TilingConfig, rasterize_tiled
+
+
+def soft_rasterize(
+    face_vertices,
+    textures,
+    *,
+    image_size: int = 256,
+    background_color=(0.0, 0.0, 0.0),
+    near=1.0,
+    far=100.0,
+    fill_back=True,
+    eps=1e-3,
+    sigma_val=1e-5,
+    dist_func: str = "euclidean",
+    dist_eps=1e-4,
+    gamma_val=1e-4,
+    aggr_func_rgb: str = "softmax",
+    aggr_func_alpha: str = "prod",
+    texture_type: str = "surface",
+    backend: str = "auto",
+    tiling: TilingConfig | None = None,
+) -> jax.Array:
+    """Soft-rasterizes screen-space triangles into RGBA images (SoftRas semantics).
+
+    Args:
+      face_vertices: ``[B, F, 3, 3]`` float. Corner k of face f is ``face_vertices[b, f, k]`` =
+        (x, y, z): x right and y **up** in normalised device coordinates ([-1, 1] spans the
+        image), z the camera-space depth (positive in front of the camera). A face is
+        front-facing when it is clockwise on screen.
+      textures: ``[B, F, R*R, 3]`` float for ``texture_type='surface'`` (R texels a side per
+        face) or ``[B, F, 3, 3]`` for ``'vertex'`` (an RGB colour per corner).
+      image_size: S, the output is S x S pixels; pixel (row r, column c) has its centre at
+        ``x = (2c + 1 - S) / S``, ``y = (S - 1 - 2r) / S`` (row 0 is the top row).
+      background_color: RGB of the background (static).
+      near, far: depth range of faces that contribute colour (faces outside still contribute
+        alpha). May be traced scalars.
+      fill_back: when true both windings count as front-facing. May be a traced bool.
+      eps: background depth offset of the softmax colour aggregation. May be traced.
+      sigma_val: sharpness of the coverage probability D. May be traced (> 0).
+      dist_func: ``'hard'``, ``'barycentric'`` or ``'euclidean'``.
+      dist_eps: faces whose probability would be below ``dist_eps`` are skipped; in (0, 0.5).
+      gamma_val: temperature of the softmax depth aggregation. May be traced (> 0).
+      aggr_func_rgb: ``'softmax'`` or ``'hard'`` (nearest face).
+      aggr_func_alpha: ``'prod'`` (1 - prod(1 - D)), ``'sum'`` (sum(D) / F) or ``'hard'``.
+      texture_type: ``'surface'`` or ``'vertex'``.
+      backend: ``'auto'`` (the tiled XLA path here), ``'xla'``, or ``'reference'`` (dense,
+        ``O(B S^2 F)`` memory, for testing); ``'pallas'`` is reserved for the Pallas kernels.
+      tiling: performance knobs of the XLA path (:class:`softjax.ops.TilingConfig`); results do
+        not depend on them.
+
+    Returns:
+      ``[B, S, S, 4]`` RGBA image (channels last) in the dtype of the inputs (float32 unless
+      float64 inputs are given with x64 enabled). Differentiable with respect to
+      ``face_vertices``, ``textures``, ``sigma_val``, ``gamma_val``, ``near``, ``far``, ``eps``.
+
+    Raises:
+      ValueError: on malformed arguments, naming the argument and what was expected.
+    """
+    fv, tex, opts, sc, backend = check_inputs(
+        face_vertices,
+        textures,
+        image_size=image_size,
+        background_color=background_color,
+        near=near,
+        far=far,
+        fill_back=fill_back,
+        eps=eps,
+        sigma_val=sigma_val,
+        dist_func=dist_func,
+        dist_eps=dist_eps,
+        gamma_val=gamma_val,
+        aggr_func_rgb=aggr_func_rgb,
+        aggr_func_alpha=aggr_func_alpha,
+        texture_type=texture_type,
+        backend=backend,
+    )
+    bsz, nf = fv.shape[:2]
+    if nf == 0:  # nothing to draw: the background, fully transparent
+        rgb = jnp.broadcast_to(
+            jnp.asarray(opts.background, fv.dtype), (bsz, image_size, image_size, 3)
+        )
+        return jnp.concatenate([rgb, jnp.zeros((bsz, image_size, image_size, 1), fv.dtype)], -1)
+    if backend == "reference":
+        return rasterize_reference(fv, tex, opts, sc)
+    if backend == "pallas":
+        raise ValueError(
+            "backend='pallas' is not available in this version of softjax; "
+            "use backend='auto' or 'xla'"
+        )
+    return rasterize_tiled(fv, tex, sc, opts, tiling or TilingConfig())
