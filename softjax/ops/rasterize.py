@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -84,17 +86,23 @@ def soft_rasterize(
         texture_type=texture_type,
         backend=backend,
     )
-    bsz, nf = fv.shape[:2]
-    if nf == 0:  # nothing to draw: the background, fully transparent
-        rgb = jnp.broadcast_to(
-            jnp.asarray(opts.background, fv.dtype), (bsz, image_size, image_size, 3)
-        )
-        return jnp.concatenate([rgb, jnp.zeros((bsz, image_size, image_size, 1), fv.dtype)], -1)
-    if backend == "reference":
-        return rasterize_reference(fv, tex, opts, sc)
     if backend == "pallas":
         raise ValueError(
             "backend='pallas' is not available in this version of softjax; "
             "use backend='auto' or 'xla'"
         )
-    return rasterize_tiled(fv, tex, sc, opts, tiling or TilingConfig())
+    if backend == "auto":
+        backend = "xla"
+    return _rasterize(fv, tex, sc, opts, backend, tiling or TilingConfig())
+
+
+@functools.partial(jax.jit, static_argnums=(3, 4, 5))
+def _rasterize(fv, tex, sc, opts, backend: str, tiling: TilingConfig):
+    bsz, nf = fv.shape[:2]
+    s = opts.image_size
+    if nf == 0:  # nothing to draw: the background, fully transparent
+        rgb = jnp.broadcast_to(jnp.asarray(opts.background, fv.dtype), (bsz, s, s, 3))
+        return jnp.concatenate([rgb, jnp.zeros((bsz, s, s, 1), fv.dtype)], -1)
+    if backend == "reference":
+        return rasterize_reference(fv, tex, opts, sc)
+    return rasterize_tiled(fv, tex, sc, opts, tiling)
