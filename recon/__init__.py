@@ -1,0 +1,1 @@
+"""Single-view mesh reconstruction with softjax (Flax + optax)."""
