@@ -42,6 +42,8 @@ class FaceData(NamedTuple):
     x: jax.Array
     y: jax.Array
     z: jax.Array
+    inv_z: jax.Array  # 1 / z (z pushed away from 0 by _Z_EPS)
+    inv_len2: jax.Array  # 1 / |edge k|^2, edge k from corner k to corner k+1 (0 if degenerate)
     front: jax.Array  # bool, True when the face is front-facing (clockwise on screen, y up)
 
 
@@ -112,7 +114,14 @@ def face_setup(face_vertices: jax.Array) -> FaceData:
     c = jnp.stack([x1 * y2 - x2 * y1, x2 * y0 - x0 * y2, x0 * y1 - x1 * y0], axis=-1)
     c = c / det[..., None]
     front = (x1 - x0) * (y2 - y0) - (y1 - y0) * (x2 - x0) < 0
-    return FaceData(a=a, b=b, c=c, x=x, y=y, z=z, front=front)
+    z_safe = jnp.where(jnp.abs(z) < _Z_EPS, jnp.where(z < 0, -_Z_EPS, _Z_EPS), z)
+    ex = jnp.roll(x, -1, axis=-1) - x
+    ey = jnp.roll(y, -1, axis=-1) - y
+    len2 = ex * ex + ey * ey
+    inv_len2 = jnp.where(len2 > 0, 1.0 / jnp.where(len2 > 0, len2, 1.0), 0.0)
+    return FaceData(
+        a=a, b=b, c=c, x=x, y=y, z=z, inv_z=1.0 / z_safe, inv_len2=inv_len2, front=front
+    )
 
 
 def _select_min(u, v):
@@ -122,13 +131,11 @@ def _select_min(u, v):
     return jnp.where(u <= v, u, v)
 
 
-def _segment_dist2(px, py, ax, ay, bx, by):
-    """Squared distance from points (px, py) to segments a-b (broadcasting)."""
+def _segment_dist2(px, py, ax, ay, bx, by, inv_len2):
+    """Squared distance from points (px, py) to segments a-b (broadcasting); ``inv_len2`` is
+    1 / |b - a|^2, or 0 for a degenerate segment (distance to a)."""
     ex, ey = bx - ax, by - ay
-    len2 = ex * ex + ey * ey
-    safe_len2 = jnp.where(len2 > 0, len2, 1.0)
-    t = jnp.where(len2 > 0, ((px - ax) * ex + (py - ay) * ey) / safe_len2, 0.0)
-    t = jnp.clip(t, 0.0, 1.0)
+    t = jnp.clip(((px - ax) * ex + (py - ay) * ey) * inv_len2, 0.0, 1.0)
     dx = px - ax - t * ex
     dy = py - ay - t * ey
     return dx * dx + dy * dy
@@ -185,12 +192,17 @@ def pair_terms(
             d = jnp.where(m > 0, m * m, -m * m)
             keep = -d < thr
         elif dist_func == "euclidean":
+            il = face.inv_len2
             d2 = _select_min(
                 _select_min(
-                    _segment_dist2(px, py, fx[..., 0], fy[..., 0], fx[..., 1], fy[..., 1]),
-                    _segment_dist2(px, py, fx[..., 1], fy[..., 1], fx[..., 2], fy[..., 2]),
+                    _segment_dist2(
+                        px, py, fx[..., 0], fy[..., 0], fx[..., 1], fy[..., 1], il[..., 0]
+                    ),
+                    _segment_dist2(
+                        px, py, fx[..., 1], fy[..., 1], fx[..., 2], fy[..., 2], il[..., 1]
+                    ),
                 ),
-                _segment_dist2(px, py, fx[..., 2], fy[..., 2], fx[..., 0], fy[..., 0]),
+                _segment_dist2(px, py, fx[..., 2], fy[..., 2], fx[..., 0], fy[..., 0], il[..., 2]),
             )
             strictly_inside = jnp.all((w > 0.0) & (w < 1.0), axis=-1)
             d = jnp.where(strictly_inside, d2, -d2)
@@ -198,23 +210,21 @@ def pair_terms(
         else:  # pragma: no cover - validated by the caller
             raise ValueError(f"unknown dist_func {dist_func!r}")
         valid = in_box & keep
-        x = jnp.where(valid, d / sigma, 0.0)
+        x = jnp.where(valid, d * (1.0 / sigma), 0.0)
         prob = jax.nn.sigmoid(x)
         log1m_prob = -jax.nn.softplus(x)
 
     w_pos = jnp.clip(w, 0.0, 1.0)
     w_sum = jnp.sum(w_pos, axis=-1, keepdims=True)
-    w_clip = w_pos / jnp.where(w_sum > _WSUM_EPS, w_sum, _WSUM_EPS)
-    z = face.z
-    z_safe = jnp.where(jnp.abs(z) < _Z_EPS, jnp.where(z < 0, -_Z_EPS, _Z_EPS), z)
-    inv_depth = jnp.sum(w_clip / z_safe, axis=-1)
+    w_clip = w_pos * (1.0 / jnp.where(w_sum > _WSUM_EPS, w_sum, _WSUM_EPS))
+    inv_depth = jnp.sum(w_clip * face.inv_z, axis=-1)
     inv_depth = jnp.where(
         jnp.abs(inv_depth) < _Z_EPS, jnp.where(inv_depth < 0, -_Z_EPS, _Z_EPS), inv_depth
     )
     depth = 1.0 / inv_depth
     front = face.front | (jnp.asarray(fill_back) > 0)
     rgb_ok = valid & front & (depth >= near) & (depth <= far)
-    znorm_g = jnp.where(rgb_ok, (far - depth) / (far - near) / gamma, 0.0)
+    znorm_g = jnp.where(rgb_ok, (far - depth) * (1.0 / ((far - near) * gamma)), 0.0)
     return PairTerms(
         valid=valid,
         prob=prob,

@@ -42,7 +42,7 @@ def _capacity(cfg: TilingConfig, grid: binning.TileGrid) -> int:
     return int(min(max(4 * grid.num_faces + 4 * grid.num_tiles, 4096), 1 << 24))
 
 
-_FLOAT_FIELDS = ("a", "b", "c", "x", "y", "z")
+_FLOAT_FIELDS = ("a", "b", "c", "x", "y", "z", "inv_z", "inv_len2")
 
 
 def _float_fields(face: FaceData) -> tuple[jax.Array, ...]:
