@@ -20,6 +20,9 @@ import jax.numpy as jnp
 
 from softjax.ops.pixel_face import FaceData, pixel_center_x, pixel_center_y, threshold
 
+# tile * faces_per_image + face must fit in int32 for the single-key sort
+COMPOSITE_KEY_LIMIT = 2**31
+
 
 class TileGrid(NamedTuple):
     """Static description of the tiling of a batch of images."""
@@ -123,13 +126,23 @@ def bin_pass(ft: FaceTiles, pass_index, capacity: int, grid: TileGrid, group: in
     width = jnp.maximum(ft.width[face], 1)
     tx = ft.tx0[face] + local % width
     ty = ft.ty0[face] + local // width
-    image = face // grid.faces_per_image
+    nfi = grid.faces_per_image
+    image = face // nfi
     tile = image * (grid.n * grid.n) + ty * grid.n + tx
-    key = jnp.where(in_pass, tile, nt).astype(jnp.int32)
-    key, face = jax.lax.sort((key, face), num_keys=1, is_stable=True)
     tiles = jnp.arange(nt + 1, dtype=jnp.int32)
-    start = jnp.searchsorted(key, tiles, side="left").astype(jnp.int32)
-    end = jnp.searchsorted(key, tiles, side="right").astype(jnp.int32)
+    if (nt + 1) * nfi < COMPOSITE_KEY_LIMIT:
+        # one int32 key per pair, tile-major then face: a single-operand sort (~5x faster
+        # than sorting (key, face) pairs on the CPU)
+        key = jnp.where(in_pass, tile * nfi + face % nfi, nt * nfi).astype(jnp.int32)
+        key = jax.lax.sort(key)
+        face = jnp.minimum(key // nfi, nt - 1) // (grid.n * grid.n) * nfi + key % nfi
+        start = jnp.searchsorted(key, tiles * nfi, side="left").astype(jnp.int32)
+        end = jnp.searchsorted(key, (tiles + 1) * nfi, side="left").astype(jnp.int32)
+    else:
+        key = jnp.where(in_pass, tile, nt).astype(jnp.int32)
+        key, face = jax.lax.sort((key, face), num_keys=1, is_stable=True)
+        start = jnp.searchsorted(key, tiles, side="left").astype(jnp.int32)
+        end = jnp.searchsorted(key, tiles, side="right").astype(jnp.int32)
     count = jnp.where(tiles < nt, end - start, 0)
     n_pad = -(-nt // group) * group
     order = jnp.argsort(-count[:nt], stable=True).astype(jnp.int32)

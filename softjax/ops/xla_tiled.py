@@ -28,18 +28,29 @@ from softjax.ops.pixel_face import FaceData, face_color, face_setup, pair_terms
 
 
 class TilingConfig(NamedTuple):
-    """Static performance knobs of the tiled path. Results do not depend on them."""
+    """Static performance knobs of the tiled path (0 = chosen automatically).
 
-    tile: int = 8  # pixels per tile side
-    group: int = 32  # tiles processed together
+    Results do not depend on them (up to float rounding): any capacity is exact, pairs that do
+    not fit are processed in further passes.
+    """
+
+    tile: int = 0  # pixels per tile side; auto: 8, or 4 for dense meshes (< 8 pixels per face)
+    group: int = 0  # tiles processed together; auto: about 1024 pixels per step
     window: int = 16  # faces streamed per step
-    capacity: int = 0  # (tile, face) pairs per binning pass; 0 = automatic
+    capacity: int = 0  # (tile, face) pairs per binning pass; auto: 8 per face + 4 per tile
+
+
+def resolve_tiling(cfg: TilingConfig, image_size: int, faces_per_image: int) -> TilingConfig:
+    """Fills in the automatic fields of ``cfg`` for the given problem size."""
+    tile = cfg.tile or (8 if image_size * image_size >= 8 * max(faces_per_image, 1) else 4)
+    group = cfg.group or max(1, 1024 // (tile * tile))
+    return cfg._replace(tile=tile, group=group, window=max(cfg.window, 1))
 
 
 def _capacity(cfg: TilingConfig, grid: binning.TileGrid) -> int:
     if cfg.capacity > 0:
         return cfg.capacity
-    return int(min(max(4 * grid.num_faces + 4 * grid.num_tiles, 4096), 1 << 24))
+    return int(min(max(8 * grid.num_faces + 4 * grid.num_tiles, 4096), 1 << 24))
 
 
 _FLOAT_FIELDS = ("a", "b", "c", "x", "y", "z", "inv_z", "inv_len2")
@@ -118,6 +129,7 @@ def _prepare(face_vertices, sc, grid):
 def _forward(face_vertices, textures, sc: Scalars, opts: StaticOptions, cfg: TilingConfig):
     bsz, nf = face_vertices.shape[:2]
     dtype = face_vertices.dtype
+    cfg = resolve_tiling(cfg, opts.image_size, nf)
     grid = binning.make_grid(opts.image_size, cfg.tile, bsz, nf)
     fv, face, ft = _prepare(face_vertices, sc, grid)
     fields = _float_fields(face)
@@ -195,6 +207,7 @@ def _forward(face_vertices, textures, sc: Scalars, opts: StaticOptions, cfg: Til
 def _backward(face_vertices, textures, sc, opts, cfg, saved, g_image):
     bsz, nf = face_vertices.shape[:2]
     dtype = face_vertices.dtype
+    cfg = resolve_tiling(cfg, opts.image_size, nf)
     grid = binning.make_grid(opts.image_size, cfg.tile, bsz, nf)
     fv, face, ft = _prepare(face_vertices, sc, grid)
     fields = _float_fields(face)
