@@ -1,6 +1,36 @@
 """softjax: a differentiable soft mesh rasterizer (SoftRas semantics) in JAX."""
 
+from softjax import transform
+from softjax.lighting import Lights, light_intensity, shade
+from softjax.mesh import Mesh, icosphere
 from softjax.ops import TilingConfig, soft_rasterize
+from softjax.render import RenderConfig, project, render
+from softjax.transform import (
+    get_points_from_angles,
+    look,
+    look_at,
+    orthogonal,
+    perspective,
+    projection,
+)
 
 __version__ = "0.1.0"
-__all__ = ["TilingConfig", "soft_rasterize"]
+__all__ = [
+    "Lights",
+    "Mesh",
+    "RenderConfig",
+    "TilingConfig",
+    "get_points_from_angles",
+    "icosphere",
+    "light_intensity",
+    "look",
+    "look_at",
+    "orthogonal",
+    "perspective",
+    "project",
+    "projection",
+    "render",
+    "shade",
+    "soft_rasterize",
+    "transform",
+]

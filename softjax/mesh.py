@@ -203,7 +203,7 @@ def _icosphere_np(level: int) -> tuple[np.ndarray, np.ndarray]:
     for _ in range(level):
         cache: dict[tuple[int, int], int] = {}
 
-        def mid(i: int, j: int) -> int:
+        def mid(i: int, j: int, cache=cache) -> int:
             key = (min(i, j), max(i, j))
             if key not in cache:
                 m = verts[i] + verts[j]
