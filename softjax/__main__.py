@@ -1,0 +1,5 @@
+import sys
+
+from softjax.cli import main
+
+sys.exit(main())

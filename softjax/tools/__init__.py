@@ -1,0 +1,1 @@
+"""Command-line tools: ``softjax render`` and ``softjax deform``."""
