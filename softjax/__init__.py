@@ -1,6 +1,7 @@
 """softjax: a differentiable soft mesh rasterizer (SoftRas semantics) in JAX."""
 
-from softjax import transform
+from softjax import losses, transform
+from softjax.io_obj import ObjError, load_obj, save_obj
 from softjax.lighting import Lights, light_intensity, shade
 from softjax.mesh import Mesh, icosphere
 from softjax.ops import TilingConfig, soft_rasterize
@@ -13,10 +14,17 @@ from softjax.transform import (
     perspective,
     projection,
 )
+from softjax.voxel import voxel_iou, voxelize
 
 __version__ = "0.1.0"
 __all__ = [
     "Lights",
+    "ObjError",
+    "load_obj",
+    "losses",
+    "save_obj",
+    "voxel_iou",
+    "voxelize",
     "Mesh",
     "RenderConfig",
     "TilingConfig",
