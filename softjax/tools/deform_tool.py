@@ -33,7 +33,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cameras", help="[N, 3] (distance, elevation, azimuth in degrees) (.npy)")
     p.add_argument("--template", help="template OBJ (default: icosphere with 642 vertices)")
     p.add_argument("--out", default="deform_out", help="output folder")
-    p.add_argument("--iterations", type=int, default=300)
+    p.add_argument("--iterations", type=int, default=150)
     p.add_argument("--batch-size", type=int, default=0, help="views per step (0 = all)")
     p.add_argument("--snapshot-every", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)

@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> None:
     soft = config.replace(aggr_func_rgb="softmax", dist_eps=1e-4)
     frames = _frames(mesh, soft, sweep_eyes, gammas / 10.0, gammas, args.chunk, "sigma/gamma")
     sweep = os.path.join(args.out, "blur.gif")
-    imageio.mimsave(sweep, frames + frames[::-1], duration=0.15, loop=0)
+    imageio.mimsave(sweep, frames + frames[-2:0:-1], duration=0.15, loop=0)  # ping-pong
 
     obj = os.path.join(args.out, f"{name}.obj")
     save_obj(obj, mesh, save_texture=True)
