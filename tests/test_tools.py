@@ -57,7 +57,7 @@ def test_deform_tool_fits_builtin_shape(tmp_path, capsys):
             "--out",
             str(out),
             "--iterations",
-            "120",
+            "80",
             "--snapshot-every",
             "40",
         ]

@@ -9,7 +9,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from softjax.ops.pixel_face import AGGR_ALPHA, AGGR_RGB, DIST_FUNCS, TEXTURE_TYPES
+from softjax.ops.pixel_face import (
+    AGGR_ALPHA,
+    AGGR_RGB,
+    DIST_FUNCS,
+    TEXTURE_TYPES,
+    FaceData,
+    PairTerms,
+    pair_terms,
+)
 
 BACKENDS = ("auto", "xla", "pallas", "reference")
 
@@ -165,3 +173,19 @@ def check_inputs(
         fill_back=jnp.asarray(fill_back, dtype),
     )
     return face_vertices, textures, statics, scalars, backend
+
+
+def terms_with_options(px, py, face: FaceData, opts: StaticOptions, sc: Scalars) -> PairTerms:
+    """:func:`softjax.ops.pixel_face.pair_terms` with the options of a ``soft_rasterize`` call."""
+    return pair_terms(
+        px,
+        py,
+        face,
+        dist_func=opts.dist_func,
+        sigma=sc.sigma,
+        dist_eps=sc.dist_eps,
+        gamma=sc.gamma,
+        near=sc.near,
+        far=sc.far,
+        fill_back=sc.fill_back,
+    )

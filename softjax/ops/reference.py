@@ -11,8 +11,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from softjax.ops.options import Scalars, StaticOptions
-from softjax.ops.pixel_face import face_color, face_setup, pair_terms, pixel_centers
+from softjax.ops.options import Scalars, StaticOptions, terms_with_options
+from softjax.ops.pixel_face import face_color, face_setup, pixel_centers
 
 
 def rasterize_reference(
@@ -36,18 +36,7 @@ def rasterize_reference(
     py = ys.reshape(1, -1, 1)
     face = face_setup(face_vertices)
     face = jax.tree.map(lambda t: t[:, None], face)  # [B, 1, F, ...]
-    terms = pair_terms(
-        px,
-        py,
-        face,
-        dist_func=opts.dist_func,
-        sigma=sc.sigma,
-        dist_eps=sc.dist_eps,
-        gamma=sc.gamma,
-        near=sc.near,
-        far=sc.far,
-        fill_back=sc.fill_back,
-    )
+    terms = terms_with_options(px, py, face, opts, sc)
     valid = terms.valid
     prob = terms.prob
 

@@ -23,8 +23,8 @@ import jax
 import jax.numpy as jnp
 
 from softjax.ops import binning
-from softjax.ops.options import Scalars, StaticOptions
-from softjax.ops.pixel_face import FaceData, face_color, face_setup, pair_terms
+from softjax.ops.options import Scalars, StaticOptions, terms_with_options
+from softjax.ops.pixel_face import FaceData, face_color, face_setup
 
 
 class TilingConfig(NamedTuple):
@@ -69,18 +69,7 @@ def _gather_faces(fields, front, tex, fidx):
 
 
 def _terms(px, py, face, sc: Scalars, opts: StaticOptions, fidx):
-    terms = pair_terms(
-        px[..., None],
-        py[..., None],
-        face,
-        dist_func=opts.dist_func,
-        sigma=sc.sigma,
-        dist_eps=sc.dist_eps,
-        gamma=sc.gamma,
-        near=sc.near,
-        far=sc.far,
-        fill_back=sc.fill_back,
-    )
+    terms = terms_with_options(px[..., None], py[..., None], face, opts, sc)
     present = (fidx >= 0)[:, None, :]
     return terms._replace(
         valid=terms.valid & present,
@@ -119,21 +108,23 @@ def _sweep(face, ft, grid, cfg, carry, window_fn, dtype):
     return jax.lax.fori_loop(0, binning.num_passes(ft, cap), pass_body, carry)
 
 
-def _prepare(face_vertices, sc, grid):
+def _prepare(face_vertices, textures, sc: Scalars, opts: StaticOptions, cfg: TilingConfig):
+    """Tiling, per-face data and per-face tile ranges shared by the forward and backward."""
+    bsz, nf = face_vertices.shape[:2]
+    cfg = resolve_tiling(cfg, opts.image_size, nf)
+    grid = binning.make_grid(opts.image_size, cfg.tile, bsz, nf)
     fv = face_vertices.reshape(grid.num_faces, 3, 3)
     face = face_setup(fv)
     ft = binning.face_tiles(face, sc.sigma, sc.dist_eps, grid)
-    return fv, face, ft
+    tex = textures.reshape((grid.num_faces,) + textures.shape[2:])
+    return cfg, grid, fv, face, ft, tex
 
 
 def _forward(face_vertices, textures, sc: Scalars, opts: StaticOptions, cfg: TilingConfig):
-    bsz, nf = face_vertices.shape[:2]
+    nf = face_vertices.shape[1]
     dtype = face_vertices.dtype
-    cfg = resolve_tiling(cfg, opts.image_size, nf)
-    grid = binning.make_grid(opts.image_size, cfg.tile, bsz, nf)
-    fv, face, ft = _prepare(face_vertices, sc, grid)
+    cfg, grid, fv, face, ft, tex = _prepare(face_vertices, textures, sc, opts, cfg)
     fields = _float_fields(face)
-    tex = textures.reshape((grid.num_faces,) + textures.shape[2:])
     shape = (grid.num_tiles + 1, grid.tile_pixels)
     bg = jnp.asarray(opts.background, dtype)
 
@@ -205,13 +196,10 @@ def _forward(face_vertices, textures, sc: Scalars, opts: StaticOptions, cfg: Til
 
 
 def _backward(face_vertices, textures, sc, opts, cfg, saved, g_image):
-    bsz, nf = face_vertices.shape[:2]
+    nf = face_vertices.shape[1]
     dtype = face_vertices.dtype
-    cfg = resolve_tiling(cfg, opts.image_size, nf)
-    grid = binning.make_grid(opts.image_size, cfg.tile, bsz, nf)
-    fv, face, ft = _prepare(face_vertices, sc, grid)
+    cfg, grid, fv, face, ft, tex = _prepare(face_vertices, textures, sc, opts, cfg)
     fields = _float_fields(face)
-    tex = textures.reshape((grid.num_faces,) + textures.shape[2:])
     bg = jnp.asarray(opts.background, dtype)
 
     g = binning.image_to_tiles(g_image.astype(dtype), grid)  # [NT, P, 4]
