@@ -78,7 +78,7 @@ def _terms(px, py, face, sc: Scalars, opts: StaticOptions, fidx):
     )
 
 
-def _sweep(face, ft, grid, cfg, carry, window_fn, dtype):
+def _sweep(ft, grid, cfg, carry, window_fn, dtype):
     """Runs ``window_fn(carry, tiles, px, py, fidx)`` over every (tile group, face window)."""
     cap = _capacity(cfg, grid)
     g_size, k_size = cfg.group, cfg.window
@@ -178,7 +178,7 @@ def _forward(face_vertices, textures, sc: Scalars, opts: StaticOptions, cfg: Til
             new["rgb"] = jnp.where(better[..., None], col, st["rgb"])
         return {k: state[k].at[tiles].set(new[k]) for k in state}
 
-    state = _sweep(face, ft, grid, cfg, state, window_fn, dtype)
+    state = _sweep(ft, grid, cfg, state, window_fn, dtype)
     state = {k: v[:-1] for k, v in state.items()}  # drop the sentinel tile
 
     if opts.aggr_alpha == "prod":
@@ -264,7 +264,7 @@ def _backward(face_vertices, textures, sc, opts, cfg, saved, g_image):
         g_sc = tuple(a + d for a, d in zip(acc[2], gl[2], strict=True))
         return g_fields, g_tex, g_sc
 
-    g_fields, g_tex, g_sc = _sweep(face, ft, grid, cfg, acc0, window_fn, dtype)
+    g_fields, g_tex, g_sc = _sweep(ft, grid, cfg, acc0, window_fn, dtype)
     g_fields = tuple(f[:-1] for f in g_fields)
     g_tex = g_tex[:-1]
 
