@@ -1,0 +1,1 @@
+"""Datasets for single-view reconstruction: procedural shapes, TFDS builders and loaders."""
