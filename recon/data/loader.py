@@ -1,0 +1,379 @@
+"""Loading NMR-protocol datasets for training and evaluation (NumPy only, no TensorFlow).
+
+* :func:`load_split` prepares (if needed) and opens one split of ``shapenet_nmr`` or
+  ``synthetic_shapes`` as a :class:`SplitSource` (array_record-backed random access, or the whole
+  split in memory).
+* :class:`TrainBatches` draws SoftRas-style training batches: for each element a random class,
+  then a random object of that class (SoftRas's ``get_random_batch``; ``sampling='object'``
+  draws objects uniformly instead), and two independent random views ``a`` and ``b``. Batch
+  ``step`` is a pure function of ``(seed, step)``, so training resumes exactly.
+* :func:`eval_batches` walks every (object, view) pair once, object-major like SoftRas's
+  ``get_all_batches_for_evaluation``.
+
+Conventions: images are RGBA float32 in [0, 1], channels last ``[B, 64, 64, 4]``, row 0 at the
+top; view ``k`` is seen from ``get_points_from_angles(2.732, 30, -15 k)`` (``viewpoints``,
+float32 ``[B, 3]``); voxels are ``[B, 32, 32, 32]`` bool in the NMR axis order; ``class_index``
+is the index into :data:`recon.data.tfds_shapenet_nmr.CLASS_IDS` (the TFDS ``label``).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from recon.data.tfds_shapenet_nmr import (
+    CLASS_IDS,
+    IMAGE_SIZE,
+    NUM_VIEWS,
+    VOXEL_SIZE,
+    view_eyes,
+)
+
+DATASETS = ("shapenet_nmr", "synthetic_shapes")
+# Splits smaller than this are loaded into memory when ``in_memory=None``.
+AUTO_IN_MEMORY_BYTES = 4 << 30
+_OBJECT_BYTES = NUM_VIEWS * IMAGE_SIZE * IMAGE_SIZE * 4 + VOXEL_SIZE**3
+
+
+def make_builder(dataset: str, data_dir: str | Path | None = None, **builder_kwargs: Any):
+    """The TFDS builder of ``dataset`` (``'shapenet_nmr'`` or ``'synthetic_shapes'``).
+
+    ``builder_kwargs``: ``classes=`` for both; ``train=``, ``val=``, ``test=``, ``seed=`` for
+    ``synthetic_shapes`` (see the ``make_builder`` of each module).
+    """
+    if dataset == "shapenet_nmr":
+        from recon.data import tfds_shapenet_nmr as module
+    elif dataset == "synthetic_shapes":
+        from recon.data import tfds_synthetic as module
+    else:
+        raise ValueError(f"dataset must be one of {list(DATASETS)}, got {dataset!r}")
+    return module.make_builder(data_dir, **builder_kwargs)
+
+
+def prepare(
+    dataset: str,
+    data_dir: str | Path | None = None,
+    manual_dir: str | Path | None = None,
+    **builder_kwargs: Any,
+):
+    """Builds ``dataset`` once (array_record, cached under ``data_dir``) and returns its builder.
+
+    ``manual_dir``: where the original ``shapenet_nmr`` npz files are (default TFDS's
+    ``<data_dir>/downloads/manual``); ignored for ``synthetic_shapes``.
+    """
+    import tensorflow_datasets as tfds
+
+    builder = make_builder(dataset, data_dir, **builder_kwargs)
+    if not builder.is_prepared():
+        download_config = tfds.download.DownloadConfig(
+            manual_dir=None if manual_dir is None else str(manual_dir)
+        )
+        builder.download_and_prepare(file_format="array_record", download_config=download_config)
+    return builder
+
+
+@dataclasses.dataclass
+class SplitSource:
+    """One split of an NMR-layout dataset: ``num_objects`` objects in class order.
+
+    Attributes:
+      name: ``'<dataset>/<config>/<split>'``.
+      class_ids: the classes present, in :data:`CLASS_IDS` order.
+      counts: ``[C]`` int64 objects per class of ``class_ids``.
+      class_index: ``[N]`` int32 label (index into :data:`CLASS_IDS`) of every object.
+      object_index: ``[N]`` int32 index of every object within its class.
+      records: the TFDS ``ArrayRecordDataSource`` (random access to decoded examples), or None.
+      images_memory / voxels_memory: ``[N, 24, 64, 64, 4]`` uint8 / ``[N, 32, 32, 32]`` bool
+        when the split is held in memory, else None.
+    """
+
+    name: str
+    class_ids: tuple[str, ...]
+    counts: np.ndarray
+    class_index: np.ndarray
+    object_index: np.ndarray
+    records: Sequence[dict[str, Any]] | None = None
+    images_memory: np.ndarray | None = None
+    voxels_memory: np.ndarray | None = None
+
+    @property
+    def num_objects(self) -> int:
+        return int(self.class_index.shape[0])
+
+    @property
+    def in_memory(self) -> bool:
+        return self.images_memory is not None
+
+    @property
+    def offsets(self) -> np.ndarray:
+        """``[C]`` index of the first object of each class of ``class_ids``."""
+        return np.concatenate([[0], np.cumsum(self.counts)[:-1]]).astype(np.int64)
+
+    def _records(self, objects: np.ndarray) -> dict[int, dict[str, Any]]:
+        unique = sorted({int(o) for o in objects})
+        if not unique:
+            return {}
+        if any(o < 0 or o >= self.num_objects for o in unique):
+            raise IndexError(f"object index out of range [0, {self.num_objects}) in {unique}")
+        getitems = getattr(self.records, "__getitems__", None)
+        values = getitems(unique) if getitems else [self.records[o] for o in unique]
+        return dict(zip(unique, values, strict=True))
+
+    def object_images(self, objects: Any) -> np.ndarray:
+        """All 24 views ``[B, 24, 64, 64, 4]`` uint8 of objects ``objects`` (int ``[B]``)."""
+        objects = np.asarray(objects, np.int64).reshape(-1)
+        if self.in_memory:
+            return self.images_memory[objects]
+        records = self._records(objects)
+        return np.stack([records[int(o)]["images"] for o in objects]).reshape(
+            -1, NUM_VIEWS, IMAGE_SIZE, IMAGE_SIZE, 4
+        )
+
+    def images(self, objects: Any, views: Any) -> np.ndarray:
+        """Views ``views[i]`` of objects ``objects[i]``: ``[B, 64, 64, 4]`` uint8."""
+        objects = np.asarray(objects, np.int64).reshape(-1)
+        views = np.asarray(views, np.int64).reshape(-1)
+        if objects.shape != views.shape:
+            raise ValueError(f"objects {objects.shape} and views {views.shape} differ in shape")
+        if np.any((views < 0) | (views >= NUM_VIEWS)):
+            raise IndexError(f"views must be in [0, {NUM_VIEWS}), got {views}")
+        if self.in_memory:
+            return self.images_memory[objects, views]
+        records = self._records(objects)
+        out = np.empty((objects.shape[0], IMAGE_SIZE, IMAGE_SIZE, 4), np.uint8)
+        for i, (o, v) in enumerate(zip(objects, views, strict=True)):
+            out[i] = records[int(o)]["images"][v]
+        return out
+
+    def voxels(self, objects: Any) -> np.ndarray:
+        """Voxels ``[B, 32, 32, 32]`` bool of objects ``objects`` (int ``[B]``)."""
+        objects = np.asarray(objects, np.int64).reshape(-1)
+        if self.in_memory:
+            return self.voxels_memory[objects]
+        records = self._records(objects)
+        out = np.empty((objects.shape[0],) + (VOXEL_SIZE,) * 3, np.bool_)
+        for i, o in enumerate(objects):
+            out[i] = records[int(o)]["voxels"]
+        return out
+
+    def load_into_memory(self, chunk: int = 256) -> SplitSource:
+        """Returns a copy of this source with the whole split decoded into memory."""
+        if self.in_memory:
+            return self
+        n = self.num_objects
+        images = np.empty((n, NUM_VIEWS, IMAGE_SIZE, IMAGE_SIZE, 4), np.uint8)
+        voxels = np.empty((n,) + (VOXEL_SIZE,) * 3, np.bool_)
+        for start in range(0, n, chunk):
+            idx = np.arange(start, min(start + chunk, n))
+            records = self._records(idx)
+            for o in idx:
+                images[o] = records[int(o)]["images"]
+                voxels[o] = records[int(o)]["voxels"]
+        return dataclasses.replace(self, images_memory=images, voxels_memory=voxels)
+
+
+def source_from_builder(builder, split: str, in_memory: bool | None = None) -> SplitSource:
+    """Opens ``split`` of a prepared builder as a :class:`SplitSource` (see :func:`load_split`)."""
+    metadata = builder.info.metadata or {}
+    all_counts = metadata.get("object_counts", {})
+    if split not in all_counts:
+        raise ValueError(
+            f"{builder.name}/{builder.builder_config.name}: no object counts for split {split!r}"
+            f" (available: {sorted(all_counts)})"
+        )
+    by_class = all_counts[split]
+    class_ids = tuple(c for c in CLASS_IDS if c in by_class)
+    counts = np.array([int(by_class[c]) for c in class_ids], np.int64)
+    class_index = np.repeat([CLASS_IDS.index(c) for c in class_ids], counts).astype(np.int32)
+    object_index = np.concatenate([np.arange(n) for n in counts] or [np.zeros(0)]).astype(np.int32)
+    records = builder.as_data_source(split=split)
+    if len(records) != class_index.shape[0]:
+        raise ValueError(
+            f"{builder.name}/{split}: {len(records)} records but the metadata counts "
+            f"{class_index.shape[0]} objects"
+        )
+    source = SplitSource(
+        name=f"{builder.name}/{builder.builder_config.name}/{split}",
+        class_ids=class_ids,
+        counts=counts,
+        class_index=class_index,
+        object_index=object_index,
+        records=records,
+    )
+    if in_memory is None:
+        in_memory = source.num_objects * _OBJECT_BYTES <= AUTO_IN_MEMORY_BYTES
+    return source.load_into_memory() if in_memory else source
+
+
+def load_split(
+    dataset: str,
+    split: str,
+    data_dir: str | Path | None = None,
+    *,
+    manual_dir: str | Path | None = None,
+    in_memory: bool | None = None,
+    **builder_kwargs: Any,
+) -> SplitSource:
+    """Opens one split (``'train'``, ``'val'``, ``'test'``) of ``dataset``, building it first if
+    needed (``synthetic_shapes`` renders; ``shapenet_nmr`` converts the npz files found in
+    ``manual_dir``).
+
+    Args:
+      dataset: ``'shapenet_nmr'`` or ``'synthetic_shapes'``.
+      split: split name.
+      data_dir: TFDS data directory (default ``~/tensorflow_datasets``).
+      manual_dir: ``shapenet_nmr`` only: directory of the original npz files.
+      in_memory: decode the whole split into NumPy arrays (True), read examples from the
+        array_record files on demand (False), or in memory if it takes at most 4 GiB (None).
+      builder_kwargs: builder options (``classes``; ``train``, ``val``, ``test``, ``seed``).
+
+    Returns:
+      A :class:`SplitSource`.
+    """
+    builder = prepare(dataset, data_dir, manual_dir, **builder_kwargs)
+    return source_from_builder(builder, split, in_memory)
+
+
+def to_float(images: np.ndarray) -> np.ndarray:
+    """uint8 images -> float32 in [0, 1] (``x / 255``, as SoftRas)."""
+    return images.astype(np.float32) / np.float32(255.0)
+
+
+class TrainBatches:
+    """Random training batches, SoftRas style, deterministic in ``(seed, step)``.
+
+    ``batch(step)`` returns a dict of NumPy arrays:
+      ``images_a``, ``images_b``: ``[B, 64, 64, 4]`` float32 in [0, 1] (two views of the same
+      objects); ``viewpoints_a``, ``viewpoints_b``: ``[B, 3]`` float32 eye positions;
+      ``views_a``, ``views_b``: ``[B]`` int32 view indices (0..23); ``class_index``: ``[B]`` int32
+      label; ``object``: ``[B]`` int64 object index within the split.
+
+    Sampling (``sampling``): ``'class'`` (default, as SoftRas): a uniformly random class among
+    those with objects, then a uniformly random object of that class, so classes are balanced;
+    ``'object'``: uniformly random objects of the whole split (classes weighted by size). Views
+    ``a`` and ``b`` are independent and uniform over 0..23 (they may coincide, as in SoftRas).
+    Random numbers come from ``np.random.default_rng([seed, step])``.
+    """
+
+    def __init__(
+        self, source: SplitSource, batch_size: int, seed: int = 0, sampling: str = "class"
+    ):
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        if sampling not in ("class", "object"):
+            raise ValueError(f"sampling must be 'class' or 'object', got {sampling!r}")
+        if source.num_objects == 0:
+            raise ValueError(f"{source.name} has no objects")
+        self.source = source
+        self.batch_size = batch_size
+        self.seed = int(seed)
+        self.sampling = sampling
+        self._nonempty = np.flatnonzero(source.counts > 0)
+
+    def indices(self, step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(objects [B] int64, views_a [B] int32, views_b [B] int32)`` of batch ``step``."""
+        if step < 0:
+            raise ValueError(f"step must be >= 0, got {step}")
+        rng = np.random.default_rng([self.seed, int(step)])
+        b = self.batch_size
+        if self.sampling == "class":
+            classes = self._nonempty[rng.integers(0, self._nonempty.shape[0], b)]
+            within = rng.integers(0, self.source.counts[classes])
+            objects = self.source.offsets[classes] + within
+        else:
+            objects = rng.integers(0, self.source.num_objects, b)
+        views_a = rng.integers(0, NUM_VIEWS, b).astype(np.int32)
+        views_b = rng.integers(0, NUM_VIEWS, b).astype(np.int32)
+        return objects.astype(np.int64), views_a, views_b
+
+    def batch(self, step: int) -> dict[str, np.ndarray]:
+        """Batch number ``step`` (a pure function of ``(seed, step)``)."""
+        objects, views_a, views_b = self.indices(step)
+        both = self.source.images(
+            np.concatenate([objects, objects]), np.concatenate([views_a, views_b])
+        )
+        images = to_float(both)
+        b = self.batch_size
+        return {
+            "images_a": images[:b],
+            "images_b": images[b:],
+            "viewpoints_a": view_eyes(views_a),
+            "viewpoints_b": view_eyes(views_b),
+            "views_a": views_a,
+            "views_b": views_b,
+            "class_index": self.source.class_index[objects],
+            "object": objects,
+        }
+
+    def __call__(self, step: int) -> dict[str, np.ndarray]:
+        return self.batch(step)
+
+    def iterate(
+        self, start_step: int = 0, num_steps: int | None = None, prefetch: int = 2
+    ) -> Iterator[dict[str, np.ndarray]]:
+        """Batches ``start_step, start_step + 1, ...`` (``num_steps`` of them, or forever),
+        prepared ``prefetch`` steps ahead in a background thread (0: no thread)."""
+        stop = None if num_steps is None else start_step + num_steps
+        step = start_step
+        if prefetch <= 0:
+            while stop is None or step < stop:
+                yield self.batch(step)
+                step += 1
+            return
+        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+            pending: list[concurrent.futures.Future] = []
+            next_step = start_step
+            while True:
+                while len(pending) < prefetch and (stop is None or next_step < stop):
+                    pending.append(pool.submit(self.batch, next_step))
+                    next_step += 1
+                if not pending:
+                    return
+                yield pending.pop(0).result()
+
+
+def eval_batches(
+    source: SplitSource, batch_size: int, class_id: str | None = None
+) -> Iterator[dict[str, np.ndarray]]:
+    """Every (object, view) pair of ``source`` once, in order (object-major, views 0..23).
+
+    Args:
+      source: a :class:`SplitSource`.
+      batch_size: images per batch (the last batch may be smaller).
+      class_id: only the objects of this class (e.g. ``'02691156'``); None = all.
+
+    Yields:
+      dicts of ``images`` ``[b, 64, 64, 4]`` float32 in [0, 1], ``viewpoints`` ``[b, 3]``
+      float32, ``voxels`` ``[b, 32, 32, 32]`` bool (the voxels of each image's object),
+      ``class_index`` ``[b]`` int32, ``object`` ``[b]`` int64 (index within the split),
+      ``view`` ``[b]`` int32.
+    """
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    if class_id is None:
+        objects = np.arange(source.num_objects, dtype=np.int64)
+    else:
+        if class_id not in source.class_ids:
+            raise ValueError(f"class {class_id!r} not in {source.name} ({source.class_ids})")
+        k = source.class_ids.index(class_id)
+        start = int(source.offsets[k])
+        objects = np.arange(start, start + int(source.counts[k]), dtype=np.int64)
+    all_objects = np.repeat(objects, NUM_VIEWS)
+    all_views = np.tile(np.arange(NUM_VIEWS, dtype=np.int32), objects.shape[0])
+    for start in range(0, all_objects.shape[0], batch_size):
+        obj = all_objects[start : start + batch_size]
+        views = all_views[start : start + batch_size]
+        unique, inverse = np.unique(obj, return_inverse=True)
+        yield {
+            "images": to_float(source.images(obj, views)),
+            "viewpoints": view_eyes(views),
+            "voxels": source.voxels(unique)[inverse],
+            "class_index": source.class_index[obj],
+            "object": obj,
+            "view": views,
+        }
