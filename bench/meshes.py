@@ -4,23 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-_PHI = (1.0 + 5.0**0.5) / 2.0
-_ICO_V = np.array(
-    [
-        [-1, _PHI, 0], [1, _PHI, 0], [-1, -_PHI, 0], [1, -_PHI, 0],
-        [0, -1, _PHI], [0, 1, _PHI], [0, -1, -_PHI], [0, 1, -_PHI],
-        [_PHI, 0, -1], [_PHI, 0, 1], [-_PHI, 0, -1], [-_PHI, 0, 1],
-    ],
-    np.float64,
-)  # fmt: skip
-_ICO_F = np.array(
-    [
-        [0, 11, 5], [0, 5, 1], [0, 1, 7], [0, 7, 10], [0, 10, 11],
-        [1, 5, 9], [5, 11, 4], [11, 10, 2], [10, 7, 6], [7, 1, 8],
-        [3, 9, 4], [3, 4, 2], [3, 2, 6], [3, 6, 8], [3, 8, 9],
-        [4, 9, 5], [2, 4, 11], [6, 2, 10], [8, 6, 7], [9, 8, 1],
-    ]
-)  # fmt: skip
+from softjax.mesh import ICOSAHEDRON_FACES as _ICO_F
+from softjax.mesh import ICOSAHEDRON_VERTICES as _ICO_V
 
 
 def geodesic_sphere(freq: int) -> np.ndarray:
@@ -43,8 +28,9 @@ def geodesic_sphere(freq: int) -> np.ndarray:
     return np.asarray(out)
 
 
-def sphere_scene(num_faces: int, batch: int = 1, distance: float = 2.732, fov_deg: float = 30.0,
-                 seed: int = 0):
+def sphere_scene(
+    num_faces: int, batch: int = 1, distance: float = 2.732, fov_deg: float = 30.0, seed: int = 0
+):
     """Screen-space face vertices ``[B, F, 3, 3]`` and 1-texel textures of a geodesic sphere
     with about ``num_faces`` faces, centred, radius 1 at ``distance`` (covers ~30% of the
     frame with the default field of view)."""

@@ -185,21 +185,30 @@ class Mesh:
         return dataclasses.replace(self, **changes)
 
 
-@functools.lru_cache(maxsize=8)
-def _icosphere_np(level: int) -> tuple[np.ndarray, np.ndarray]:
-    phi = (1.0 + 5.0**0.5) / 2.0
-    verts = [
-        [-1, phi, 0], [1, phi, 0], [-1, -phi, 0], [1, -phi, 0],
-        [0, -1, phi], [0, 1, phi], [0, -1, -phi], [0, 1, -phi],
-        [phi, 0, -1], [phi, 0, 1], [-phi, 0, -1], [-phi, 0, 1],
-    ]  # fmt: skip
-    faces = [
+_PHI = (1.0 + 5.0**0.5) / 2.0
+# the regular icosahedron (unnormalised corners), faces counter-clockwise seen from outside
+ICOSAHEDRON_VERTICES = np.array(
+    [
+        [-1, _PHI, 0], [1, _PHI, 0], [-1, -_PHI, 0], [1, -_PHI, 0],
+        [0, -1, _PHI], [0, 1, _PHI], [0, -1, -_PHI], [0, 1, -_PHI],
+        [_PHI, 0, -1], [_PHI, 0, 1], [-_PHI, 0, -1], [-_PHI, 0, 1],
+    ],
+    np.float64,
+)  # fmt: skip
+ICOSAHEDRON_FACES = np.array(
+    [
         [0, 11, 5], [0, 5, 1], [0, 1, 7], [0, 7, 10], [0, 10, 11],
         [1, 5, 9], [5, 11, 4], [11, 10, 2], [10, 7, 6], [7, 1, 8],
         [3, 9, 4], [3, 4, 2], [3, 2, 6], [3, 6, 8], [3, 8, 9],
         [4, 9, 5], [2, 4, 11], [6, 2, 10], [8, 6, 7], [9, 8, 1],
-    ]  # fmt: skip
-    verts = [np.asarray(v, np.float64) / np.linalg.norm(v) for v in verts]
+    ]
+)  # fmt: skip
+
+
+@functools.lru_cache(maxsize=8)
+def _icosphere_np(level: int) -> tuple[np.ndarray, np.ndarray]:
+    verts = [v / np.linalg.norm(v) for v in ICOSAHEDRON_VERTICES]
+    faces = ICOSAHEDRON_FACES.tolist()
     for _ in range(level):
         cache: dict[tuple[int, int], int] = {}
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 
 import jax
-import jax.numpy as jnp
 
 from softjax import transform
 from softjax.lighting import Lights, shade
@@ -150,8 +149,3 @@ def render(
         b, s2 = images.shape[0], config.image_size
         images = images.reshape(b, s2, 2, s2, 2, 4).mean(axis=(2, 4))
     return images
-
-
-def silhouettes(images: jax.Array) -> jax.Array:
-    """The alpha channel ``[..., S, S]`` of RGBA images ``[..., S, S, 4]``."""
-    return jnp.asarray(images)[..., 3]

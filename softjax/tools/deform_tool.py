@@ -39,6 +39,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
 
 
+def silhouette_config(image_size: int) -> RenderConfig:
+    """The demo's renderer: look_at with viewing angle 15, sigma 1e-4, hard rgb, no lighting."""
+    return RenderConfig(
+        image_size=image_size,
+        camera_mode="look_at",
+        viewing_angle=15,
+        sigma_val=1e-4,
+        aggr_func_rgb="hard",
+        lighting=False,
+    )
+
+
 def check_data(images: np.ndarray, cameras: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Validates the demo data format; returns float silhouettes [N, S, S] and cameras [N, 3]."""
     if images.ndim != 4 or images.shape[1] != 4:
@@ -72,14 +84,7 @@ def synthetic_data(n_views: int = 24, image_size: int = 64):
     az = np.arange(n_views) * (360.0 / n_views)
     el = np.where(np.arange(n_views) % 2 == 0, 30.0, -20.0)
     cams = np.stack([np.full(n_views, 2.732), el, az], -1).astype(np.float32)
-    cfg = RenderConfig(
-        image_size=image_size,
-        camera_mode="look_at",
-        viewing_angle=15,
-        sigma_val=1e-4,
-        aggr_func_rgb="hard",
-        lighting=False,
-    )
+    cfg = silhouette_config(image_size)
     eyes = get_points_from_angles(cams[:, 0], cams[:, 1], cams[:, 2])
     imgs = jax.vmap(lambda e: render(mesh, cfg, eye=e))(eyes)[:, 0]
     rgba = (np.clip(np.asarray(imgs), 0, 1) * 255).round().astype(np.uint8)
@@ -123,14 +128,7 @@ def run(args: argparse.Namespace) -> None:
     n, size = target.shape[0], target.shape[1]
     template = load_obj(args.template) if args.template else icosphere(3)
     model = Deformer(template)
-    config = RenderConfig(
-        image_size=size,
-        camera_mode="look_at",
-        viewing_angle=15,
-        sigma_val=1e-4,
-        aggr_func_rgb="hard",
-        lighting=False,
-    )
+    config = silhouette_config(size)
     eyes = get_points_from_angles(cameras[:, 0], cameras[:, 1], cameras[:, 2])
     target = jnp.asarray(target)
     batch = args.batch_size if args.batch_size > 0 else n
