@@ -3,7 +3,7 @@
 from softjax import losses, transform
 from softjax.io_obj import ObjError, load_obj, save_obj
 from softjax.lighting import Lights, light_intensity, shade
-from softjax.mesh import Mesh, icosphere
+from softjax.mesh import Mesh, deform_vertices, icosphere
 from softjax.ops import TilingConfig, soft_rasterize
 from softjax.render import RenderConfig, project, render
 from softjax.transform import (
@@ -26,6 +26,7 @@ __all__ = [
     "voxel_iou",
     "voxelize",
     "Mesh",
+    "deform_vertices",
     "RenderConfig",
     "TilingConfig",
     "get_points_from_angles",

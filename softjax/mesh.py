@@ -228,13 +228,46 @@ def _icosphere_np(level: int) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(verts, np.float32), np.asarray(faces, np.int32)
 
 
+def icosphere_arrays(level: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """Unit icosphere as NumPy arrays: vertices ``[10 * 4**L + 2, 3]`` float32, faces
+    ``[20 * 4**L, 3]`` int32 (read-only; see :func:`icosphere`)."""
+    if not isinstance(level, int) or level < 0 or level > 7:
+        raise ValueError(f"level must be an int in [0, 7], got {level!r}")
+    v, f = _icosphere_np(level)
+    v.flags.writeable = False
+    f.flags.writeable = False
+    return v, f
+
+
 def icosphere(level: int = 3, *, batch_size: int = 1, texture_res: int = 1) -> Mesh:
     """Unit icosphere: level L has ``10 * 4**L + 2`` vertices and ``20 * 4**L`` faces (level 3:
     642 vertices, 1280 faces, the SoftRas reconstruction template). Faces are counter-clockwise
     seen from outside; textures are white."""
-    if not isinstance(level, int) or level < 0 or level > 7:
-        raise ValueError(f"level must be an int in [0, 7], got {level!r}")
-    v, f = _icosphere_np(level)
+    v, f = icosphere_arrays(level)
     v = np.broadcast_to(v, (batch_size,) + v.shape)
     f = np.broadcast_to(f, (batch_size,) + f.shape)
     return Mesh.create(v, f, texture_res=texture_res)
+
+
+def deform_vertices(base: jax.Array, offsets: jax.Array, centroid: jax.Array) -> jax.Array:
+    """SoftRas's template deformation (``demo_deform`` and the reconstruction decoder).
+
+    ``v = sign(b) sigmoid(logit(|b|) + offsets)`` keeps every coordinate inside (-1, 1); then
+    with ``c = tanh(centroid)`` positive coordinates are scaled by ``1 - c``, negative ones by
+    ``1 + c``, and ``c`` is added, which moves the shape's centre while keeping it in the cube.
+
+    Args:
+      base: ``[..., V, 3]`` template vertices with every ``|coordinate|`` in (0, 1) (SoftRas: the
+        unit sphere scaled by 0.5).
+      offsets: ``[..., V, 3]`` per-vertex offsets in logit space (zeros leave ``base`` as is).
+      centroid: ``[..., 3]`` centre parameter (pre-tanh).
+
+    Returns:
+      ``[..., V, 3]`` deformed vertices, broadcast over the leading axes.
+    """
+    a = jnp.abs(base)
+    logit = jnp.log(a) - jnp.log1p(-a)
+    c = jnp.tanh(centroid)[..., None, :]
+    v = jax.nn.sigmoid(logit + offsets) * jnp.sign(base)
+    v = jax.nn.relu(v) * (1 - c) - jax.nn.relu(-v) * (1 + c)
+    return v + c

@@ -291,14 +291,17 @@ class TrainBatches:
         views_b = rng.integers(0, NUM_VIEWS, b).astype(np.int32)
         return objects.astype(np.int64), views_a, views_b
 
-    def batch(self, step: int) -> dict[str, np.ndarray]:
-        """Batch number ``step`` (a pure function of ``(seed, step)``)."""
+    def batch(self, step: int, rows: slice | None = None) -> dict[str, np.ndarray]:
+        """Batch number ``step`` (a pure function of ``(seed, step)``); ``rows``: only these
+        rows of it (e.g. one host's share), read without loading the others."""
         objects, views_a, views_b = self.indices(step)
+        if rows is not None:
+            objects, views_a, views_b = objects[rows], views_a[rows], views_b[rows]
         both = self.source.images(
             np.concatenate([objects, objects]), np.concatenate([views_a, views_b])
         )
         images = to_float(both)
-        b = self.batch_size
+        b = objects.shape[0]
         return {
             "images_a": images[:b],
             "images_b": images[b:],
@@ -314,15 +317,20 @@ class TrainBatches:
         return self.batch(step)
 
     def iterate(
-        self, start_step: int = 0, num_steps: int | None = None, prefetch: int = 2
+        self,
+        start_step: int = 0,
+        num_steps: int | None = None,
+        prefetch: int = 2,
+        rows: slice | None = None,
     ) -> Iterator[dict[str, np.ndarray]]:
         """Batches ``start_step, start_step + 1, ...`` (``num_steps`` of them, or forever),
-        prepared ``prefetch`` steps ahead in a background thread (0: no thread)."""
+        prepared ``prefetch`` steps ahead in a background thread (0: no thread); ``rows`` as in
+        :meth:`batch`."""
         stop = None if num_steps is None else start_step + num_steps
         step = start_step
         if prefetch <= 0:
             while stop is None or step < stop:
-                yield self.batch(step)
+                yield self.batch(step, rows)
                 step += 1
             return
         with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
@@ -330,7 +338,7 @@ class TrainBatches:
             next_step = start_step
             while True:
                 while len(pending) < prefetch and (stop is None or next_step < stop):
-                    pending.append(pool.submit(self.batch, next_step))
+                    pending.append(pool.submit(self.batch, next_step, rows))
                     next_step += 1
                 if not pending:
                     return
@@ -338,7 +346,7 @@ class TrainBatches:
 
 
 def eval_batches(
-    source: SplitSource, batch_size: int, class_id: str | None = None
+    source: SplitSource, batch_size: int, class_id: str | None = None, max_objects: int = 0
 ) -> Iterator[dict[str, np.ndarray]]:
     """Every (object, view) pair of ``source`` once, in order (object-major, views 0..23).
 
@@ -346,6 +354,7 @@ def eval_batches(
       source: a :class:`SplitSource`.
       batch_size: images per batch (the last batch may be smaller).
       class_id: only the objects of this class (e.g. ``'02691156'``); None = all.
+      max_objects: only the first ``max_objects`` of them (0 = all).
 
     Yields:
       dicts of ``images`` ``[b, 64, 64, 4]`` float32 in [0, 1], ``viewpoints`` ``[b, 3]``
@@ -363,6 +372,10 @@ def eval_batches(
         k = source.class_ids.index(class_id)
         start = int(source.offsets[k])
         objects = np.arange(start, start + int(source.counts[k]), dtype=np.int64)
+    if max_objects < 0:
+        raise ValueError(f"max_objects must be >= 0, got {max_objects}")
+    if max_objects:
+        objects = objects[:max_objects]
     all_objects = np.repeat(objects, NUM_VIEWS)
     all_views = np.tile(np.arange(NUM_VIEWS, dtype=np.int32), objects.shape[0])
     for start in range(0, all_objects.shape[0], batch_size):

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from softjax.io_obj import load_obj, save_obj
 from softjax.losses import flatten_loss, iou_loss, laplacian_loss
-from softjax.mesh import Mesh, icosphere
+from softjax.mesh import Mesh, deform_vertices, icosphere
 from softjax.render import RenderConfig, render
 from softjax.tools.shapes import target_shape
 from softjax.transform import get_points_from_angles
@@ -104,12 +104,7 @@ class Deformer:
         return {"displace": jnp.zeros_like(self.base), "center": jnp.zeros(3, self.base.dtype)}
 
     def vertices(self, params: dict) -> jax.Array:
-        a = jnp.abs(self.base)
-        logit = jnp.log(a) - jnp.log1p(-a)
-        c = jnp.tanh(params["center"])
-        v = jax.nn.sigmoid(logit + params["displace"]) * jnp.sign(self.base)
-        v = jax.nn.relu(v) * (1 - c) - jax.nn.relu(-v) * (1 + c)
-        return v + c
+        return deform_vertices(self.base, params["displace"], params["center"])
 
     def mesh(self, params: dict) -> Mesh:
         return Mesh.create(self.vertices(params)[None], self.faces[None])

@@ -29,11 +29,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--chunk", type=int, default=6, help="frames rendered per batch")
 
 
-def _frames(mesh: Mesh, config: RenderConfig, eyes, sigmas, gammas, chunk: int, desc: str):
+def render_frames(
+    mesh: Mesh, config: RenderConfig, eyes, sigmas, gammas, chunk: int, desc: str, progress=True
+) -> list[np.ndarray]:
+    """Renders ``mesh`` from each eye ``[N, 3]`` with per-frame sigma and gamma ``[N]``, ``chunk``
+    frames per jitted call; returns N uint8 RGB frames ``[S, S, 3]``."""
     fn = jax.jit(jax.vmap(lambda e, s, g: render(mesh, config, eye=e, sigma_val=s, gamma_val=g)))
     out = []
     n = len(eyes)
-    for i in tqdm(range(0, n, chunk), desc=desc, unit="batch"):
+    for i in tqdm(range(0, n, chunk), desc=desc, unit="batch", disable=not progress):
         sl = slice(i, min(i + chunk, n))
         m = sl.stop - sl.start
         pad = chunk - m  # keep one compiled shape
@@ -69,14 +73,14 @@ def run(args: argparse.Namespace) -> None:
     azimuths = jnp.arange(0.0, 360.0, 4.0)
     eyes = get_points_from_angles(DISTANCE, ELEVATION, azimuths)
     ones = jnp.ones(len(azimuths))
-    frames = _frames(mesh, config, eyes, ones * 1e-4, ones * 1e-4, args.chunk, "turntable")
+    frames = render_frames(mesh, config, eyes, ones * 1e-4, ones * 1e-4, args.chunk, "turntable")
     turntable = os.path.join(args.out, "turntable.gif")
     imageio.mimsave(turntable, frames, duration=0.04, loop=0)
 
     gammas = 10.0 ** jnp.linspace(-4.0, -2.0, 11)
     sweep_eyes = jnp.repeat(get_points_from_angles(DISTANCE, ELEVATION, 45.0)[None], 11, 0)
     soft = config.replace(aggr_func_rgb="softmax", dist_eps=1e-4)
-    frames = _frames(mesh, soft, sweep_eyes, gammas / 10.0, gammas, args.chunk, "sigma/gamma")
+    frames = render_frames(mesh, soft, sweep_eyes, gammas / 10.0, gammas, args.chunk, "sigma/gamma")
     sweep = os.path.join(args.out, "blur.gif")
     imageio.mimsave(sweep, frames + frames[-2:0:-1], duration=0.15, loop=0)  # ping-pong
 

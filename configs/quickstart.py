@@ -1,0 +1,28 @@
+"""A quick start that needs no download: ``synthetic_shapes`` (procedural objects of the 13
+classes, rendered and voxelised like ShapeNet NMR), trained for a few minutes on a CPU.
+
+Same network, template and losses as ``configs/softras.py``; a smaller batch, a larger learning
+rate and few steps. ``python -m recon.train --config configs/quickstart.py`` then
+``python -m recon.eval --workdir runs/quickstart``.
+"""
+
+import ml_collections
+
+from configs import softras
+
+
+def get_config() -> ml_collections.ConfigDict:
+    config = softras.get_config()
+    config.name = "quickstart"
+    config.dataset = "synthetic_shapes"
+    config.eval_split = "test"
+    config.batch_size = 8
+    config.num_steps = 400
+    config.learning_rate = 1e-3
+    config.decay_step = 300
+    config.log_every = 10
+    config.checkpoint_every = 100
+    config.sample_every = 100
+    config.eval_batch_size = 48
+    config.final_eval = False  # evaluated by recon.eval
+    return config

@@ -1,0 +1,171 @@
+"""Single-image reconstruction with a trained model: RGBA images in, OBJ meshes out.
+
+``python -m recon.reconstruct --checkpoint runs/quickstart/checkpoints/400 --image car.png
+--out car.obj [--turntable]``
+
+Inputs (``--image``): a 64x64 RGBA PNG, a folder of them, or an NMR images npz (uint8
+``[N*24, 4, 64, 64]``, channels first, one array). The alpha channel is the object's
+silhouette, as in the training renderings (colour over black). ``--out``: an ``.obj`` path for
+one image, else a folder (one ``<name>.obj`` per image). ``--turntable`` also writes
+``<name>.gif``, the mesh lit and rotating.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import imageio.v2 as imageio
+import jax.numpy as jnp
+import numpy as np
+
+from recon.inference import Predictor
+from softjax.io_obj import save_obj
+from softjax.render import RenderConfig
+from softjax.transform import get_points_from_angles
+
+IMAGE_SIZE = 64
+
+
+class InputError(ValueError):
+    """An input image or file that cannot be reconstructed from (names the file)."""
+
+
+def read_png(path: str | Path) -> np.ndarray:
+    """A 64x64 RGBA PNG as float32 ``[64, 64, 4]`` in [0, 1]."""
+    path = Path(path)
+    try:
+        image = np.asarray(imageio.imread(path))
+    except Exception as e:  # imageio raises several types for unreadable files
+        raise InputError(f"{path}: cannot read the image ({e})") from e
+    if image.ndim != 3 or image.shape[-1] != 4:
+        channels = 1 if image.ndim == 2 else image.shape[-1]
+        raise InputError(
+            f"{path}: needs an alpha channel (RGBA, the object's silhouette), got {channels} "
+            "channel(s)"
+        )
+    if image.shape[:2] != (IMAGE_SIZE, IMAGE_SIZE):
+        raise InputError(
+            f"{path}: must be {IMAGE_SIZE}x{IMAGE_SIZE} pixels (the training size), got "
+            f"{image.shape[1]}x{image.shape[0]}"
+        )
+    if image.dtype == np.uint8:
+        return image.astype(np.float32) / 255.0
+    if image.dtype == np.uint16:
+        return image.astype(np.float32) / 65535.0
+    raise InputError(f"{path}: unsupported pixel type {image.dtype} (8 or 16 bit PNG)")
+
+
+def read_npz(path: str | Path) -> np.ndarray:
+    """An NMR images npz (uint8 ``[N*24, 4, 64, 64]``) as float32 ``[N*24, 64, 64, 4]``."""
+    path = Path(path)
+    try:
+        with np.load(path) as data:
+            names = list(data.keys())
+            if len(names) != 1:
+                raise InputError(f"{path}: expected one array, found {names}")
+            arr = data[names[0]]
+    except (OSError, ValueError) as e:
+        if isinstance(e, InputError):
+            raise
+        raise InputError(f"{path}: cannot read the npz ({e})") from e
+    if arr.ndim != 4 or arr.shape[1:] != (4, IMAGE_SIZE, IMAGE_SIZE) or arr.dtype != np.uint8:
+        raise InputError(
+            f"{path}: expected NMR images uint8 [N*24, 4, 64, 64], got {arr.dtype} {arr.shape}"
+        )
+    return arr.transpose(0, 2, 3, 1).astype(np.float32) / 255.0
+
+
+def read_inputs(path: str | Path) -> tuple[list[str], np.ndarray]:
+    """Names and float32 images ``[N, 64, 64, 4]`` of a PNG, a folder of PNGs or an npz."""
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() == ".png")
+        if not files:
+            raise InputError(f"{path}: no .png files in the folder")
+        return [p.stem for p in files], np.stack([read_png(p) for p in files])
+    if not path.exists():
+        raise InputError(f"{path}: no such file or folder")
+    if path.suffix.lower() == ".npz":
+        images = read_npz(path)
+        return [f"{path.stem}_{i:05d}" for i in range(len(images))], images
+    return [path.stem], read_png(path)[None]
+
+
+def output_paths(names: list[str], out: str | Path) -> list[Path]:
+    """``out`` itself for one image and an ``.obj`` ``out``; else ``out/<name>.obj``."""
+    out = Path(out)
+    if out.suffix.lower() == ".obj":
+        if len(names) != 1:
+            raise InputError(f"--out {out} is one file but there are {len(names)} images")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        return [out]
+    out.mkdir(parents=True, exist_ok=True)
+    return [out / f"{n}.obj" for n in names]
+
+
+def turntable(predictor: Predictor, vertices, colors, path: Path, frames: int = 36) -> None:
+    """A lit, rotating view of one reconstructed mesh as a GIF."""
+    from softjax.tools.render_tool import render_frames
+
+    mesh = predictor.mesh(vertices, colors)
+    config = RenderConfig(
+        image_size=128,
+        camera_mode="look_at",
+        viewing_angle=15,
+        background_color=(1.0, 1.0, 1.0),
+        sigma_val=1e-5,
+        dist_eps=1e-10,
+        aggr_func_rgb="hard",
+    )
+    eyes = get_points_from_angles(2.732, 30.0, jnp.arange(frames) * (360.0 / frames))
+    ones = jnp.ones(frames)
+    images = render_frames(mesh, config, eyes, ones * 1e-5, ones * 1e-4, 12, "gif", False)
+    imageio.mimsave(path, images, duration=0.06, loop=0)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m recon.reconstruct", description=__doc__.split("\n")[0]
+    )
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--checkpoint", help="a checkpoint: <workdir>/checkpoints/<step>")
+    where.add_argument("--workdir", help="a recon.train work directory (latest checkpoint)")
+    p.add_argument("--image", required=True, help="64x64 RGBA PNG, a folder of them, or NMR npz")
+    p.add_argument("--out", required=True, help="an .obj file (one image) or a folder")
+    p.add_argument("--turntable", action="store_true", help="also write a GIF of each mesh")
+    p.add_argument("--batch-size", type=int, default=64)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> list[Path]:
+    from recon.checkpoints import load_trained
+
+    args = parse_args(argv)
+    t0 = time.perf_counter()
+    try:
+        names, images = read_inputs(args.image)
+        paths = output_paths(names, args.out)
+    except InputError as e:
+        sys.exit(f"recon.reconstruct: {e}")
+    config, spec, state = load_trained(args.workdir, args.checkpoint)
+    predictor = Predictor(spec, state.variables, batch_size=min(args.batch_size, len(images)))
+    vertices, colors = predictor(images)
+    for i, path in enumerate(paths):
+        c = None if colors is None else colors[i]
+        save_obj(path, predictor.mesh(vertices[i], c), save_texture=c is not None)
+        if args.turntable:
+            turntable(predictor, vertices[i], c, path.with_suffix(".gif"))
+    extra = " and turntable GIFs" if args.turntable else ""
+    where = paths[0] if len(paths) == 1 else f"{len(paths)} OBJ files in {Path(args.out)}"
+    print(
+        f"reconstructed {len(paths)} image(s) with step {int(state.step)} of {config.name}: "
+        f"wrote {where}{extra} ({time.perf_counter() - t0:.1f} s)"
+    )
+    return paths
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,363 @@
+"""Training of the single-view reconstruction model (Flax examples style).
+
+``python -m recon.train --config configs/quickstart.py [--workdir DIR] [--config.key=value]``
+
+:func:`train_and_evaluate` runs the protocol of ``softras-spec.md`` §7: each step draws
+``batch_size`` objects and two views ``a``, ``b`` of each, reconstructs a mesh from every image,
+renders each mesh from both viewpoints (4 silhouettes per object) and minimises the mean
+silhouette IoU loss + Laplacian + flatten (+ the colour loss of the shading variant) with Adam.
+
+* Data parallel over every device of every host: the batch is split along a ``'data'`` mesh
+  axis (``jax.sharding``) and the step runs under ``jax.shard_map``: gradients, losses and the
+  batch-norm statistics are averaged over the axis, so any device count computes the same step.
+  ``config.distributed=True`` calls ``jax.distributed.initialize()`` for several hosts; each
+  host then reads its rows of every batch.
+* Exact resume: batch ``k`` is a pure function of ``(seed, k)`` and the checkpoint holds the
+  whole state, so a resumed run repeats the uninterrupted one. Orbax checkpoints every
+  ``checkpoint_every`` steps (the last ``keep_checkpoints`` are kept), at the end, and on Ctrl-C
+  / SIGTERM before exiting.
+* Records in the work directory: ``config.json``, ``metrics.jsonl``, ``train_loss.png``,
+  ``samples/step_*.png`` (inputs above rendered silhouettes) and ``samples/step_*.obj``.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import imageio.v2 as imageio
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+from tqdm import tqdm
+
+from recon import checkpoints
+from recon.data.loader import TrainBatches, load_split
+from recon.inference import Predictor
+from recon.models import ModelSpec, meshes, model_spec, reconstruction_loss, render_views
+from recon.records import LOSS_PLOT, MetricsLog, plot_loss, sample_grid
+from recon.state import TrainState, init_state, learning_rate, make_optimizer, sigma
+from softjax.io_obj import save_obj
+
+BATCH_KEYS = ("images_a", "images_b", "viewpoints_a", "viewpoints_b")
+AXIS = "data"
+
+
+def data_mesh(devices: list | None = None) -> jax.sharding.Mesh:
+    """A 1-D device mesh with axis ``'data'`` over ``devices`` (default: all, every host)."""
+    devices = jax.devices() if devices is None else devices
+    return jax.sharding.Mesh(np.asarray(devices), (AXIS,))
+
+
+def make_train_step(config: Any, spec: ModelSpec, mesh: jax.sharding.Mesh):
+    """The jitted step ``(state, batch) -> (state, metrics)`` over ``mesh``'s ``'data'`` axis.
+
+    ``batch``: ``images_a``, ``images_b`` ``[B, S, S, 4]`` and ``viewpoints_a``,
+    ``viewpoints_b`` ``[B, 3]``, sharded along ``'data'``; ``state`` replicated. ``metrics``:
+    the loss terms averaged over the whole batch, and the step's ``lr`` and ``sigma``.
+    """
+    net = spec.network(axis_name=AXIS)
+    tx = make_optimizer(config)
+
+    def per_device(state: TrainState, batch: dict[str, jax.Array]):
+        s = sigma(config, state.step)
+
+        def loss_fn(params):
+            images = jnp.concatenate([batch["images_a"], batch["images_b"]])
+            (vertices, colors), updates = net.apply(
+                {"params": params, "batch_stats": state.batch_stats},
+                images,
+                train=True,
+                mutable=["batch_stats"],
+            )
+            loss, terms = reconstruction_loss(spec, vertices, colors, batch, sigma=s)
+            return loss, (terms, updates["batch_stats"])
+
+        (_, (terms, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        grads = jax.lax.pmean(grads, AXIS)
+        terms = jax.lax.pmean(terms, AXIS)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        terms["lr"] = learning_rate(config, state.step)
+        terms["sigma"] = s
+        return TrainState(state.step + 1, params, batch_stats, opt_state), terms
+
+    # check_vma=False: the rasterizer's loops start from fresh (unvarying) carries; every output
+    # is made replicated explicitly above (pmean), and batch norm averages over AXIS.
+    step = jax.shard_map(
+        per_device,
+        mesh=mesh,
+        in_specs=(P(), P(AXIS)),
+        out_specs=(P(), P()),
+        check_vma=False,
+    )
+    return jax.jit(step)
+
+
+def check_config(config: Any, num_devices: int) -> None:
+    """Clear errors for configs that cannot run."""
+    if config.batch_size < 1 or config.batch_size % num_devices:
+        raise ValueError(
+            f"batch_size {config.batch_size} must be a positive multiple of the "
+            f"{num_devices} devices"
+        )
+    for key in ("num_steps", "log_every", "checkpoint_every", "sample_every", "keep_checkpoints"):
+        if int(config[key]) < (0 if key in ("num_steps",) else 1):
+            raise ValueError(f"config.{key} must be >= 1 (num_steps >= 0), got {config[key]}")
+    if config.image_size != 64:
+        raise ValueError(f"image_size must be 64 (the NMR renderings), got {config.image_size}")
+
+
+def _check_resumable(workdir: Path, config: Any) -> None:
+    try:
+        saved = checkpoints.load_config(workdir)
+    except FileNotFoundError:
+        return
+    if model_spec(saved) != model_spec(config) or saved.dataset != config.dataset:
+        raise ValueError(
+            f"{workdir} holds a run with a different model or dataset (see its config.json); "
+            "use another --workdir"
+        )
+
+
+def _global_batch(mesh, local: dict[str, np.ndarray], batch_size: int) -> dict[str, jax.Array]:
+    sharding = NamedSharding(mesh, P(AXIS))
+    return {
+        k: jax.make_array_from_process_local_data(
+            sharding, local[k], (batch_size,) + local[k].shape[1:]
+        )
+        for k in BATCH_KEYS
+    }
+
+
+class _Samples:
+    """Input / silhouette PNG pairs and a demo OBJ every ``sample_every`` steps."""
+
+    def __init__(self, spec: ModelSpec, folder: Path, count: int):
+        self.spec = spec
+        self.folder = folder
+        self.count = count
+        self.predictor = Predictor(spec, {}, batch_size=count)
+        config = spec.silhouette_config()
+        self._render = jax.jit(
+            lambda v, eyes: render_views(spec, meshes(spec, v), eyes[None], config)[0, ..., 3]
+        )
+
+    def write(self, state: TrainState, batch: dict[str, np.ndarray], step: int) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.predictor.variables = state.variables
+        images = batch["images_a"][: self.count]
+        vertices, colors = self.predictor(images)
+        sil = np.asarray(self._render(vertices, batch["viewpoints_a"][: len(images)]))
+        imageio.imwrite(self.folder / f"step_{step:07d}.png", sample_grid(images, sil))
+        mesh = self.predictor.mesh(vertices[0], None if colors is None else colors[0])
+        save_obj(self.folder / f"step_{step:07d}.obj", mesh, save_texture=colors is not None)
+
+
+def train_and_evaluate(config: Any, workdir: str | Path) -> dict[str, Any]:
+    """Trains (or resumes) the run in ``workdir``; returns the last metrics record.
+
+    Args:
+      config: an ml_collections config (see ``configs/softras.py`` for every field).
+      workdir: where checkpoints and records go; a work directory with a checkpoint resumes.
+    """
+    if config.distributed:
+        jax.distributed.initialize()
+    workdir = Path(workdir)
+    lead = jax.process_index() == 0
+    mesh = data_mesh()
+    check_config(config, mesh.size)
+    _check_resumable(workdir, config)
+    if lead:
+        checkpoints.save_config(workdir, config)
+    spec = model_spec(config)
+
+    source = load_split(
+        config.dataset,
+        config.train_split,
+        config.data_dir,
+        manual_dir=config.manual_dir,
+        in_memory=config.in_memory,
+        **dict(config.dataset_kwargs),
+    )
+    batches = TrainBatches(source, config.batch_size, seed=config.seed, sampling=config.sampling)
+    local = config.batch_size // jax.process_count()
+    rows = slice(jax.process_index() * local, (jax.process_index() + 1) * local)
+
+    mngr = checkpoints.manager(workdir, config)
+    state = checkpoints.restore(mngr, checkpoints.abstract_state(config, spec))
+    if state is None:
+        state = init_state(config, spec)
+    start = int(state.step)
+    replicated = NamedSharding(mesh, P())
+    state = jax.device_put(state, replicated)
+    log = MetricsLog(workdir, start, write=lead)
+    if lead:
+        verb = f"resuming at step {start}" if start else "starting"
+        print(
+            f"recon.train: {verb}; {source.name} ({source.num_objects} objects), batch "
+            f"{config.batch_size} on {mesh.size} device(s) ({jax.devices()[0].platform}), "
+            f"{config.num_steps} steps, work directory {workdir}",
+            file=sys.stderr,
+        )
+    train_step = make_train_step(config, spec, mesh)
+    samples = _Samples(spec, workdir / "samples", int(config.num_samples))
+    evaluator = (
+        _Evaluator(config, spec, workdir) if (config.eval_every or config.final_eval) else None
+    )
+
+    previous_handler = signal.signal(signal.SIGTERM, _raise_interrupt)
+    bar = tqdm(
+        total=config.num_steps,
+        initial=start,
+        desc="train",
+        unit="step",
+        disable=not lead,
+        file=sys.stderr,
+        dynamic_ncols=True,
+    )
+    sums: dict[str, float] = {}
+    count, t_log, step = 0, time.perf_counter(), start
+    record: dict[str, Any] = {}
+    try:
+        for local_batch in batches.iterate(
+            start, max(config.num_steps - start, 0), config.prefetch, rows
+        ):
+            state, terms = train_step(state, _global_batch(mesh, local_batch, config.batch_size))
+            step += 1
+            terms = {k: float(v) for k, v in terms.items()}
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0.0) + v
+            count += 1
+            bar.update(1)
+            bar.set_postfix(
+                loss=f"{terms['loss']:.4f}", lr=f"{terms['lr']:.1e}", sigma=f"{terms['sigma']:.1e}"
+            )
+            if step % config.log_every == 0 or step == config.num_steps:
+                now = time.perf_counter()
+                record = {"step": step, **{k: v / count for k, v in sums.items()}}
+                record["steps_per_sec"] = count / (now - t_log)
+                log.append(record)
+                if lead:
+                    plot_loss(log.train_records(), workdir / LOSS_PLOT)
+                sums, count, t_log = {}, 0, time.perf_counter()
+            t_side = time.perf_counter()  # side work is left out of steps_per_sec
+            if step % config.checkpoint_every == 0:
+                checkpoints.save(mngr, state)
+            if lead and step % config.sample_every == 0:
+                samples.write(state, local_batch, step)
+            if evaluator and config.eval_every and step % config.eval_every == 0:
+                log.append(evaluator(state, step))
+            t_log += time.perf_counter() - t_side
+        checkpoints.save(mngr, state, force=True)
+        mngr.wait_until_finished()
+    except KeyboardInterrupt:
+        bar.close()
+        checkpoints.save(mngr, state, force=True)
+        mngr.wait_until_finished()
+        print(
+            f"\nrecon.train: interrupted; saved the checkpoint of step {int(state.step)} in "
+            f"{workdir}. Run the same command again to resume.",
+            file=sys.stderr,
+        )
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous_handler)
+        bar.close()
+    if (
+        evaluator
+        and config.final_eval
+        and not (config.eval_every and step % config.eval_every == 0 and step > start)
+    ):
+        log.append(evaluator(state, step))
+    mngr.close()
+    return log.records[-1] if log.records else record
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+class _Evaluator:
+    """Voxel IoU on ``config.eval_split`` during training (a metrics record)."""
+
+    def __init__(self, config: Any, spec: ModelSpec, workdir: Path):
+        self.config = config
+        self.workdir = workdir
+        self.source = load_split(
+            config.dataset,
+            config.eval_split,
+            config.data_dir,
+            manual_dir=config.manual_dir,
+            in_memory=config.in_memory,
+            **dict(config.dataset_kwargs),
+        )
+        self.predictor = Predictor(spec, {}, batch_size=int(config.eval_batch_size))
+
+    def __call__(self, state: TrainState, step: int) -> dict[str, Any]:
+        from recon.eval import evaluate, format_table
+
+        self.predictor.variables = jax.device_get(state.variables)
+        results = evaluate(
+            self.predictor,
+            self.source,
+            batch_size=int(self.config.eval_batch_size),
+            max_objects=int(self.config.eval_max_objects),
+            progress=False,
+        )
+        if jax.process_index() == 0:
+            print(
+                "\n" + format_table(results, f"step {step}: voxel IoU x100 on {self.source.name}"),
+                file=sys.stderr,
+            )
+        return {
+            "step": step,
+            "eval_split": self.config.eval_split,
+            "eval_mean_iou": results["mean_iou"],
+            "eval_class_iou": {k: r["iou"] for k, r in results["classes"].items()},
+        }
+
+
+def main(argv: list[str]) -> None:
+    from absl import flags, logging
+
+    if len(argv) > 1:
+        raise app_usage_error(f"unexpected arguments: {argv[1:]}")
+    logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
+
+    config = flags.FLAGS.config
+    workdir = flags.FLAGS.workdir or str(Path("runs") / config.name)
+    try:
+        train_and_evaluate(config, workdir)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+def app_usage_error(message: str) -> Exception:
+    from absl import app
+
+    return app.UsageError(message)
+
+
+def _define_flags() -> None:
+    from absl import flags
+    from ml_collections import config_flags
+
+    config_flags.DEFINE_config_file(
+        "config", None, "training config file (configs/NAME.py)", lock_config=True
+    )
+    flags.DEFINE_string("workdir", None, "work directory (default: runs/<config.name>)")
+    flags.mark_flags_as_required(["config"])
+
+
+if __name__ == "__main__":
+    from absl import app
+
+    _define_flags()
+    app.run(main)
