@@ -23,7 +23,6 @@ import numpy as np
 
 from recon.inference import Predictor
 from softjax.io_obj import save_obj
-from softjax.render import RenderConfig
 from softjax.transform import get_points_from_angles
 
 IMAGE_SIZE = 64
@@ -108,21 +107,13 @@ def output_paths(names: list[str], out: str | Path) -> list[Path]:
 
 def turntable(predictor: Predictor, vertices, colors, path: Path, frames: int = 36) -> None:
     """A lit, rotating view of one reconstructed mesh as a GIF."""
-    from softjax.tools.render_tool import render_frames
+    from softjax.tools.render_tool import render_frames, turntable_config
 
     mesh = predictor.mesh(vertices, colors)
-    config = RenderConfig(
-        image_size=128,
-        camera_mode="look_at",
-        viewing_angle=15,
-        background_color=(1.0, 1.0, 1.0),
-        sigma_val=1e-5,
-        dist_eps=1e-10,
-        aggr_func_rgb="hard",
-    )
+    config = turntable_config(128)
     eyes = get_points_from_angles(2.732, 30.0, jnp.arange(frames) * (360.0 / frames))
     ones = jnp.ones(frames)
-    images = render_frames(mesh, config, eyes, ones * 1e-5, ones * 1e-4, 12, "gif", False)
+    images = render_frames(mesh, config, eyes, ones * 1e-4, ones * 1e-4, 12, "gif", False)
     imageio.mimsave(path, images, duration=0.06, loop=0)
 
 

@@ -21,7 +21,8 @@ from configs import quickstart, shading, softras, tiny
 from recon import checkpoints, reconstruct, train
 from recon import eval as recon_eval
 from recon.data.loader import TrainBatches, load_split
-from recon.models import model_spec
+from recon.data.tfds_shapenet_nmr import view_eyes
+from recon.models import model_spec, reconstruction_loss
 from recon.state import init_state, learning_rate, sigma
 from softjax.mesh import deform_vertices, icosphere_arrays
 
@@ -116,6 +117,47 @@ def test_network_shapes(variant):
         assert "conv1b" in enc and "conv2b" in enc and "conv1b_bn" in enc
     else:
         assert colors is None and "conv1b" not in enc
+
+
+def test_shading_loss_adds_a_colour_term():
+    config = tiny.get_config()
+    config.model.shading = True
+    spec = model_spec(config)
+    state = init_state(config, spec)
+    rng = np.random.default_rng(1)
+    images = jnp.asarray(rng.uniform(0, 1, (4, 64, 64, 4)), jnp.float32)
+    batch = {
+        "images_a": images[:2],
+        "images_b": images[2:],
+        "viewpoints_a": jnp.asarray(view_eyes(np.array([0, 3]))),
+        "viewpoints_b": jnp.asarray(view_eyes(np.array([7, 12]))),
+    }
+
+    @jax.jit
+    def loss_and_grads(params):
+        def f(p):
+            (v, c), _ = spec.network().apply(
+                {"params": p, "batch_stats": state.batch_stats},
+                jnp.concatenate([batch["images_a"], batch["images_b"]]),
+                train=True,
+                mutable=["batch_stats"],
+            )
+            return reconstruction_loss(spec, v, c, batch)
+
+        return jax.value_and_grad(f, has_aux=True)(params)
+
+    (loss, terms), grads = loss_and_grads(state.params)
+    assert set(terms) == {"loss", "iou_loss", "laplacian", "flatten", "color"}
+    expected = (
+        terms["iou_loss"]
+        + spec.lambda_laplacian * terms["laplacian"]
+        + spec.lambda_flatten * terms["flatten"]
+        + spec.lambda_color * terms["color"]
+    )
+    assert float(loss) == pytest.approx(float(expected), rel=1e-6)
+    assert 0 < float(terms["color"]) < 1
+    g = grads["decoder"]["fc_color"]["kernel"]
+    assert bool(jnp.all(jnp.isfinite(g))) and float(jnp.abs(g).max()) > 0
 
 
 def test_check_config_errors(data_dir):

@@ -29,6 +29,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--chunk", type=int, default=6, help="frames rendered per batch")
 
 
+def turntable_config(image_size: int) -> RenderConfig:
+    """Lit, sharp renders on white (look_at, viewing angle 15, hard rgb, sigma 1e-4)."""
+    return RenderConfig(
+        image_size=image_size,
+        camera_mode="look_at",
+        viewing_angle=15,
+        background_color=(1.0, 1.0, 1.0),
+        sigma_val=1e-4,
+        dist_eps=1e-10,
+        aggr_func_rgb="hard",
+    )
+
+
 def render_frames(
     mesh: Mesh, config: RenderConfig, eyes, sigmas, gammas, chunk: int, desc: str, progress=True
 ) -> list[np.ndarray]:
@@ -61,15 +74,7 @@ def run(args: argparse.Namespace) -> None:
         mesh = textured_blob()
         name = "blob"
     print(f"mesh: {name}: {mesh.num_vertices} vertices, {mesh.num_faces} faces")
-    config = RenderConfig(
-        image_size=args.image_size,
-        camera_mode="look_at",
-        viewing_angle=15,
-        background_color=(1.0, 1.0, 1.0),
-        sigma_val=1e-4,
-        dist_eps=1e-10,
-        aggr_func_rgb="hard",
-    )
+    config = turntable_config(args.image_size)
     azimuths = jnp.arange(0.0, 360.0, 4.0)
     eyes = get_points_from_angles(DISTANCE, ELEVATION, azimuths)
     ones = jnp.ones(len(azimuths))
