@@ -2,7 +2,8 @@
 classes, rendered and voxelised like ShapeNet NMR), trained for a few minutes on a CPU.
 
 Same network, template, losses and learning rate as ``configs/softras.py``; a batch of 8 and
-400 steps (lr and sigma x 0.3 from step 300). ``python -m recon.train --config configs/quickstart.py`` then
+400 steps (lr and sigma x 0.3 from step 300).
+``python -m recon.train --config configs/quickstart.py`` then
 ``python -m recon.eval --workdir runs/quickstart``.
 """
 

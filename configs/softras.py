@@ -37,6 +37,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.sigma_val = 1e-4
     config.gamma_val = 1e-4
     config.dist_eps = 1e-10
+    config.backend = "auto"  # soft_rasterize: 'auto' (Pallas kernels on GPU, else XLA), 'xla'
     config.lambda_laplacian = 5e-3
     config.lambda_flatten = 5e-4
 

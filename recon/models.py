@@ -143,6 +143,7 @@ class ModelSpec:
     lambda_laplacian: float = 5e-3
     lambda_flatten: float = 5e-4
     lambda_color: float = 1.0
+    backend: str = "auto"  # soft_rasterize backend: auto (Pallas on GPU), xla, pallas
 
     @property
     def template_vertices(self) -> np.ndarray:
@@ -176,6 +177,7 @@ class ModelSpec:
             dist_eps=self.dist_eps,
             aggr_func_rgb="hard",
             lighting=False,
+            backend=self.backend,
         )
 
     def color_config(self) -> RenderConfig:
@@ -199,6 +201,7 @@ def model_spec(config: Any) -> ModelSpec:
         lambda_laplacian=float(config.lambda_laplacian),
         lambda_flatten=float(config.lambda_flatten),
         lambda_color=float(m.get("lambda_color", 1.0)),
+        backend=str(config.get("backend", "auto")),
     )
 
 

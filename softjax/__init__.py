@@ -4,7 +4,7 @@ from softjax import losses, transform
 from softjax.io_obj import ObjError, load_obj, save_obj
 from softjax.lighting import Lights, light_intensity, shade
 from softjax.mesh import Mesh, deform_vertices, icosphere
-from softjax.ops import TilingConfig, soft_rasterize
+from softjax.ops import PallasConfig, TilingConfig, soft_rasterize
 from softjax.render import RenderConfig, project, render
 from softjax.transform import (
     get_points_from_angles,
@@ -27,6 +27,7 @@ __all__ = [
     "voxelize",
     "Mesh",
     "deform_vertices",
+    "PallasConfig",
     "RenderConfig",
     "TilingConfig",
     "get_points_from_angles",

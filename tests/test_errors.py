@@ -64,6 +64,6 @@ def test_bad_input(fv, tex, kw, match):
         sj.soft_rasterize(fv, tex, **kw)
 
 
-def test_pallas_backend_not_available_here():
-    with pytest.raises(ValueError, match="backend='pallas'"):
-        sj.soft_rasterize(FV, TEX, backend="pallas")
+def test_pallas_config_must_use_powers_of_two():
+    with pytest.raises(ValueError, match="powers of two"):
+        sj.soft_rasterize(FV, TEX, backend="pallas", pallas_config=sj.PallasConfig(window=12))

@@ -1,6 +1,7 @@
 """Rasterization ops: :func:`soft_rasterize` and its building blocks."""
 
+from softjax.ops.pallas_kernels import PallasConfig
 from softjax.ops.rasterize import soft_rasterize
 from softjax.ops.xla_tiled import TilingConfig
 
-__all__ = ["TilingConfig", "soft_rasterize"]
+__all__ = ["PallasConfig", "TilingConfig", "soft_rasterize"]

@@ -51,6 +51,11 @@ def make_grid(image_size: int, tile: int, batch: int, faces: int) -> TileGrid:
     return TileGrid(image_size, tile, n, batch, faces)
 
 
+def default_capacity(grid: TileGrid) -> int:
+    """Pairs per binning pass when none is given: 8 per face + 4 per tile (4096 to 2**24)."""
+    return int(min(max(8 * grid.num_faces + 4 * grid.num_tiles, 4096), 1 << 24))
+
+
 class FaceTiles(NamedTuple):
     """Tile-index rectangle of each (flattened) face and the face-major pair enumeration."""
 
@@ -107,6 +112,7 @@ class Bins(NamedTuple):
     start: jax.Array  # [NT + 1] first slot of each tile in ``faces`` (last entry: sentinel tile)
     count: jax.Array  # [NT + 1] number of faces of each tile in this pass
     order: jax.Array  # [NT_pad] tile ids by decreasing count, padded with the sentinel NT
+    # (empty when bin_pass is called with group=0)
     active_tiles: jax.Array  # scalar: tiles with count > 0
 
 
@@ -115,7 +121,10 @@ def num_passes(ft: FaceTiles, capacity: int) -> jax.Array:
 
 
 def bin_pass(ft: FaceTiles, pass_index, capacity: int, grid: TileGrid, group: int) -> Bins:
-    """Generates pass ``pass_index`` of the pairs and groups it by tile."""
+    """Generates pass ``pass_index`` of the pairs and groups it by tile.
+
+    ``group`` pads ``order`` to a multiple of it; 0 skips computing ``order``.
+    """
     nt = grid.num_tiles
     nf = grid.num_faces
     slot = pass_index * capacity + jnp.arange(capacity, dtype=jnp.int32)
@@ -144,25 +153,29 @@ def bin_pass(ft: FaceTiles, pass_index, capacity: int, grid: TileGrid, group: in
         start = jnp.searchsorted(key, tiles, side="left").astype(jnp.int32)
         end = jnp.searchsorted(key, tiles, side="right").astype(jnp.int32)
     count = jnp.where(tiles < nt, end - start, 0)
-    n_pad = -(-nt // group) * group
-    order = jnp.argsort(-count[:nt], stable=True).astype(jnp.int32)
-    order = jnp.concatenate([order, jnp.full((n_pad - nt,), nt, jnp.int32)])
+    if group > 0:
+        n_pad = -(-nt // group) * group
+        order = jnp.argsort(-count[:nt], stable=True).astype(jnp.int32)
+        order = jnp.concatenate([order, jnp.full((n_pad - nt,), nt, jnp.int32)])
+    else:  # the caller visits every tile itself (the Pallas kernels)
+        order = jnp.zeros((0,), jnp.int32)
     active = jnp.sum(count > 0).astype(jnp.int32)
     return Bins(face, start, count, order, active)
 
 
 def tile_pixel_coords(tiles: jax.Array, grid: TileGrid, dtype) -> tuple[jax.Array, jax.Array]:
-    """NDC centres of the pixels of the given tiles: ``([G, tile*tile], [G, tile*tile])``.
+    """NDC centres of the pixels of the given tiles: ``([..., tile*tile], [..., tile*tile])``
+    for ``tiles`` of shape ``[...]`` (e.g. ``[G]``, or a scalar inside a kernel).
 
     Pixel ``i * tile + j`` of tile (ty, tx) is at row ``ty * tile + i``, column ``tx * tile + j``.
     """
     t = grid.tile
-    local = tiles % (grid.n * grid.n)
+    local = jnp.asarray(tiles) % (grid.n * grid.n)
     ty, tx = local // grid.n, local % grid.n
     i = jnp.arange(t * t, dtype=jnp.int32) // t
     j = jnp.arange(t * t, dtype=jnp.int32) % t
-    rows = (ty[:, None] * t + i[None, :]).astype(dtype)
-    cols = (tx[:, None] * t + j[None, :]).astype(dtype)
+    rows = (ty[..., None] * t + i).astype(dtype)
+    cols = (tx[..., None] * t + j).astype(dtype)
     return pixel_center_x(cols, grid.image_size), pixel_center_y(rows, grid.image_size)
 
 

@@ -89,40 +89,48 @@ def threshold(sigma, dist_eps):
     return sigma * jnp.log(1.0 / dist_eps - 1.0)
 
 
-def face_setup(face_vertices: jax.Array) -> FaceData:
+def face_setup(face_vertices) -> FaceData:
     """Precomputes the barycentric inverse matrix and facing of each face.
 
     Args:
       face_vertices: ``[..., 3, 3]`` float, corner k of the face is ``face_vertices[..., k, :]``
-        = (x, y, z) in screen space.
+        = (x, y, z) in screen space; or (split layout, see :func:`corners`) a tuple
+        ``(x, y, z)`` of coordinates, each a tuple of the three corners' arrays.
 
     Returns:
-      :class:`FaceData` with fields of shape ``[..., 3]`` (``front``: ``[...]``).
+      :class:`FaceData` with fields of shape ``[..., 3]`` (``front``: ``[...]``); in the split
+      layout every per-corner field is a tuple of three arrays.
     """
-    x = face_vertices[..., 0]
-    y = face_vertices[..., 1]
-    z = face_vertices[..., 2]
-    x0, x1, x2 = x[..., 0], x[..., 1], x[..., 2]
-    y0, y1, y2 = y[..., 0], y[..., 1], y[..., 2]
+    split = isinstance(face_vertices, tuple | list)
+    if split:
+        x, y, z = (tuple(v) for v in face_vertices)
+    else:
+        x, y, z = (corners(face_vertices[..., i]) for i in range(3))
+    x0, x1, x2 = x
+    y0, y1, y2 = y
     det = x0 * (y1 - y2) + x1 * (y2 - y0) + x2 * (y0 - y1)
     det = jnp.where(
         det > 0,
         jnp.where(det > _DET_EPS, det, _DET_EPS),
         jnp.where(det < -_DET_EPS, det, -_DET_EPS),
     )
-    a = jnp.stack([y1 - y2, y2 - y0, y0 - y1], axis=-1) / det[..., None]
-    b = jnp.stack([x2 - x1, x0 - x2, x1 - x0], axis=-1) / det[..., None]
-    c = jnp.stack([x1 * y2 - x2 * y1, x2 * y0 - x0 * y2, x0 * y1 - x1 * y0], axis=-1)
-    c = c / det[..., None]
+    a = (y1 - y2, y2 - y0, y0 - y1)
+    b = (x2 - x1, x0 - x2, x1 - x0)
+    c = (x1 * y2 - x2 * y1, x2 * y0 - x0 * y2, x0 * y1 - x1 * y0)
+    a, b, c = (tuple(v / det for v in t) for t in (a, b, c))
     front = (x1 - x0) * (y2 - y0) - (y1 - y0) * (x2 - x0) < 0
-    z_safe = jnp.where(jnp.abs(z) < _Z_EPS, jnp.where(z < 0, -_Z_EPS, _Z_EPS), z)
-    ex = jnp.roll(x, -1, axis=-1) - x
-    ey = jnp.roll(y, -1, axis=-1) - y
-    len2 = ex * ex + ey * ey
-    inv_len2 = jnp.where(len2 > 0, 1.0 / jnp.where(len2 > 0, len2, 1.0), 0.0)
-    return FaceData(
-        a=a, b=b, c=c, x=x, y=y, z=z, inv_z=1.0 / z_safe, inv_len2=inv_len2, front=front
+    inv_z = tuple(
+        1.0 / jnp.where(jnp.abs(zk) < _Z_EPS, jnp.where(zk < 0, -_Z_EPS, _Z_EPS), zk) for zk in z
     )
+    inv_len2 = []
+    for k in range(3):  # edge k runs from corner k to corner k + 1
+        ex, ey = x[(k + 1) % 3] - x[k], y[(k + 1) % 3] - y[k]
+        len2 = ex * ex + ey * ey
+        inv_len2.append(jnp.where(len2 > 0, 1.0 / jnp.where(len2 > 0, len2, 1.0), 0.0))
+    fields = dict(a=a, b=b, c=c, x=x, y=y, z=z, inv_z=inv_z, inv_len2=tuple(inv_len2))
+    if not split:
+        fields = {k: jnp.stack(v, axis=-1) for k, v in fields.items()}
+    return FaceData(**fields, front=front)
 
 
 def _select_min(u, v):
@@ -140,6 +148,28 @@ def _segment_dist2(px, py, ax, ay, bx, by, inv_len2):
     dx = px - ax - t * ex
     dy = py - ay - t * ey
     return dx * dx + dy * dy
+
+
+def corners(v) -> tuple:
+    """The three corner entries of a per-corner quantity.
+
+    Per-corner quantities come in two layouts: *stacked*, an array with a trailing axis of 3
+    (the XLA path and the reference), or *split*, a tuple of three arrays (the Pallas kernels:
+    Triton blocks need power-of-two shapes, so a corner axis of 3 cannot live in a block).
+    """
+    if isinstance(v, tuple | list):
+        return tuple(v)
+    return (v[..., 0], v[..., 1], v[..., 2])
+
+
+def _min3(v0, v1, v2):
+    return _select_min(_select_min(v0, v1), v2)
+
+
+def _max3(v0, v1, v2):
+    # only used in comparisons (no gradient passes through it)
+    m = jnp.where(v0 >= v1, v0, v1)
+    return jnp.where(m >= v2, m, v2)
 
 
 def pair_terms(
@@ -161,51 +191,53 @@ def pair_terms(
       px, py: pixel-centre coordinates, shaped to broadcast against the face fields with a
         trailing face axis, e.g. ``[..., P, 1]``.
       face: :class:`FaceData` whose fields are shaped ``[..., 1, K, 3]`` (``front``
-        ``[..., 1, K]``), i.e. the face axis is the second to last before the corner axis.
+        ``[..., 1, K]``), i.e. the face axis is the second to last before the corner axis; or
+        the split layout (see :func:`corners`): every per-corner field a tuple of three
+        ``[..., 1, K]`` arrays.
       dist_func: one of ``'hard'``, ``'barycentric'``, ``'euclidean'`` (static).
-      sigma, dist_eps, gamma, near, far: scalars (Python floats or traced arrays).
+      sigma, dist_eps, gamma, near, far: scalars (Python floats or traced arrays), or arrays
+        that broadcast against ``[..., P, K]``.
       fill_back: bool or 0/1 scalar (may be traced); when true every face counts as
         front-facing.
 
     Returns:
-      :class:`PairTerms` broadcast to ``[..., P, K]``.
+      :class:`PairTerms` broadcast to ``[..., P, K]``; ``w_clip`` in the layout of ``face``
+      (``[..., P, K, 3]`` stacked, or a tuple of three ``[..., P, K]`` arrays).
     """
+    split = isinstance(face.a, tuple | list)
     thr = jax.lax.stop_gradient(threshold(sigma, dist_eps))  # only used in comparisons
     grow = jnp.sqrt(jnp.maximum(thr, 0.0))
-    fx, fy = face.x, face.y
+    fx, fy = corners(face.x), corners(face.y)
+    fa, fb, fc = corners(face.a), corners(face.b), corners(face.c)
     in_box = (
-        (px >= jnp.min(fx, axis=-1) - grow)
-        & (px <= jnp.max(fx, axis=-1) + grow)
-        & (py >= jnp.min(fy, axis=-1) - grow)
-        & (py <= jnp.max(fy, axis=-1) + grow)
+        (px >= _min3(*fx) - grow)
+        & (px <= _max3(*fx) + grow)
+        & (py >= _min3(*fy) - grow)
+        & (py <= _max3(*fy) + grow)
     )
-    pxe, pye = px[..., None], py[..., None]
-    w = face.a * pxe + face.b * pye + face.c  # [..., P, K, 3]
-    inside = jnp.all((w >= 0.0) & (w <= 1.0), axis=-1)
+    w = tuple(fa[k] * px + fb[k] * py + fc[k] for k in range(3))  # 3 x [..., P, K]
+    inside = ((w[0] >= 0.0) & (w[0] <= 1.0)) & ((w[1] >= 0.0) & (w[1] <= 1.0))
+    inside = inside & ((w[2] >= 0.0) & (w[2] <= 1.0))
 
     if dist_func == "hard":
         valid = in_box & inside
-        prob = jnp.ones_like(w[..., 0])
+        prob = jnp.ones_like(w[0])
         log1m_prob = jnp.full_like(prob, -jnp.inf)
     else:
         if dist_func == "barycentric":
-            m = _select_min(_select_min(w[..., 0], w[..., 1]), w[..., 2])
+            m = _min3(*w)
             d = jnp.where(m > 0, m * m, -m * m)
             keep = -d < thr
         elif dist_func == "euclidean":
-            il = face.inv_len2
-            d2 = _select_min(
-                _select_min(
-                    _segment_dist2(
-                        px, py, fx[..., 0], fy[..., 0], fx[..., 1], fy[..., 1], il[..., 0]
-                    ),
-                    _segment_dist2(
-                        px, py, fx[..., 1], fy[..., 1], fx[..., 2], fy[..., 2], il[..., 1]
-                    ),
-                ),
-                _segment_dist2(px, py, fx[..., 2], fy[..., 2], fx[..., 0], fy[..., 0], il[..., 2]),
+            il = corners(face.inv_len2)
+            d2 = _min3(
+                *(
+                    _segment_dist2(px, py, fx[k], fy[k], fx[(k + 1) % 3], fy[(k + 1) % 3], il[k])
+                    for k in range(3)
+                )
             )
-            strictly_inside = jnp.all((w > 0.0) & (w < 1.0), axis=-1)
+            strictly_inside = ((w[0] > 0.0) & (w[0] < 1.0)) & ((w[1] > 0.0) & (w[1] < 1.0))
+            strictly_inside = strictly_inside & ((w[2] > 0.0) & (w[2] < 1.0))
             d = jnp.where(strictly_inside, d2, -d2)
             keep = strictly_inside | (d2 < thr)
         else:  # pragma: no cover - validated by the caller
@@ -215,10 +247,12 @@ def pair_terms(
         prob = jax.nn.sigmoid(x)
         log1m_prob = -jax.nn.softplus(x)
 
-    w_pos = jnp.clip(w, 0.0, 1.0)
-    w_sum = jnp.sum(w_pos, axis=-1, keepdims=True)
-    w_clip = w_pos * (1.0 / jnp.where(w_sum > _WSUM_EPS, w_sum, _WSUM_EPS))
-    inv_depth = jnp.sum(w_clip * face.inv_z, axis=-1)
+    w_pos = tuple(jnp.clip(wk, 0.0, 1.0) for wk in w)
+    w_sum = w_pos[0] + w_pos[1] + w_pos[2]
+    w_norm = 1.0 / jnp.where(w_sum > _WSUM_EPS, w_sum, _WSUM_EPS)
+    w_clip = tuple(wk * w_norm for wk in w_pos)
+    iz = corners(face.inv_z)
+    inv_depth = w_clip[0] * iz[0] + w_clip[1] * iz[1] + w_clip[2] * iz[2]
     inv_depth = jnp.where(
         jnp.abs(inv_depth) < _Z_EPS, jnp.where(inv_depth < 0, -_Z_EPS, _Z_EPS), inv_depth
     )
@@ -234,39 +268,63 @@ def pair_terms(
         depth=depth,
         rgb_ok=rgb_ok,
         znorm_g=znorm_g,
-        w_clip=w_clip,
+        w_clip=w_clip if split else jnp.stack(w_clip, axis=-1),
     )
 
 
-def face_color(w_clip: jax.Array, textures: jax.Array, texture_type: str) -> jax.Array:
+def _texel_index(w0, w1, w2, res: int, num_texels: int):
+    """Surface texel picked by the clipped barycentrics (int32, same shape as ``w0``)."""
+    i = jnp.minimum(jnp.floor(w0 * res), res - 1)
+    j = jnp.minimum(jnp.floor(w1 * res), res - 1)
+    # (w0 + w1) R - i - j <= 1, written with w0 + w1 = 1 - w2 so that pixels clipped onto the
+    # edge w2 = 0 pick their texel deterministically instead of by rounding noise.
+    lower = (1.0 - w2) * res - i - j <= 1.0
+    texel = jnp.where(lower, j * res + i, (res - 1 - j) * res + (res - 1 - i)).astype(jnp.int32)
+    return jnp.clip(texel, 0, num_texels - 1)
+
+
+def face_color(w_clip, textures, texture_type: str):
     """Colour of faces at pixels, sampled with the clipped barycentrics.
 
     Args:
-      w_clip: ``[..., P, K, 3]`` clipped, normalised barycentric weights.
+      w_clip: ``[..., P, K, 3]`` clipped, normalised barycentric weights; or (split layout,
+        see :func:`corners`) a tuple of three ``[..., P, K]`` arrays.
       textures: ``[..., 1, K, T, C]`` per-face textures broadcast over pixels; ``T = R * R``
-        texels for ``'surface'``, ``T = 3`` corner colours for ``'vertex'``.
+        texels for ``'surface'``, ``T = 3`` corner colours for ``'vertex'``. In the split layout
+        a sequence of ``T`` texels, each a sequence of ``C`` channel arrays ``[..., 1, K]``.
       texture_type: ``'surface'`` or ``'vertex'`` (static).
 
     Returns:
-      ``[..., P, K, C]`` colours.
+      ``[..., P, K, C]`` colours (split layout: a tuple of ``C`` arrays ``[..., P, K]``).
 
     Surface texel choice (spec section 2): ``i = floor(w0 R)``, ``j = floor(w1 R)`` (clamped to
     ``R - 1`` so that a corner weight of exactly 1 stays inside the face's texels); texel
     ``j R + i`` if ``(w0 + w1) R - i - j <= 1`` else ``(R - 1 - j) R + (R - 1 - i)``, with
     ``w0 + w1`` evaluated as ``1 - w2`` (equal for normalised weights, exact on the edge).
     """
+    if isinstance(w_clip, tuple | list):
+        num_texels, channels = len(textures), len(textures[0])
+        if texture_type == "vertex":
+            return tuple(
+                w_clip[0] * textures[0][c] + w_clip[1] * textures[1][c] + w_clip[2] * textures[2][c]
+                for c in range(channels)
+            )
+        if num_texels == 1:
+            return tuple(jnp.broadcast_to(textures[0][c], w_clip[0].shape) for c in range(channels))
+        res = int(round(num_texels**0.5))
+        texel = _texel_index(*w_clip, res, num_texels)
+        out = []
+        for c in range(channels):
+            col = jnp.zeros_like(w_clip[0])
+            for t in range(num_texels):  # a one-hot sum: no gather inside a kernel
+                col = jnp.where(texel == t, textures[t][c], col)
+            out.append(col)
+        return tuple(out)
     if texture_type == "vertex":
         return jnp.einsum("...k,...kc->...c", w_clip, textures)
     num_texels = textures.shape[-2]
     res = int(round(num_texels**0.5))
-    w0, w1 = w_clip[..., 0], w_clip[..., 1]
-    i = jnp.minimum(jnp.floor(w0 * res), res - 1)
-    j = jnp.minimum(jnp.floor(w1 * res), res - 1)
-    # (w0 + w1) R - i - j <= 1, written with w0 + w1 = 1 - w2 so that pixels clipped onto the
-    # edge w2 = 0 pick their texel deterministically instead of by rounding noise.
-    lower = (1.0 - w_clip[..., 2]) * res - i - j <= 1.0
-    texel = jnp.where(lower, j * res + i, (res - 1 - j) * res + (res - 1 - i)).astype(jnp.int32)
-    texel = jnp.clip(texel, 0, num_texels - 1)
+    texel = _texel_index(w_clip[..., 0], w_clip[..., 1], w_clip[..., 2], res, num_texels)
     if num_texels <= _ONE_HOT_TEXELS:
         # a one-hot contraction: its transpose (the texture gradient) is another contraction
         # instead of a scatter, which is much faster on CPUs

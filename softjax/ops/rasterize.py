@@ -8,6 +8,12 @@ import jax
 import jax.numpy as jnp
 
 from softjax.ops.options import check_inputs
+from softjax.ops.pallas_kernels import (
+    PallasConfig,
+    pallas_available,
+    rasterize_pallas,
+    resolve_config,
+)
 from softjax.ops.reference import rasterize_reference
 from softjax.ops.xla_tiled import TilingConfig, rasterize_tiled
 
@@ -31,6 +37,7 @@ def soft_rasterize(
     texture_type: str = "surface",
     backend: str = "auto",
     tiling: TilingConfig | None = None,
+    pallas_config: PallasConfig | None = None,
 ) -> jax.Array:
     """Soft-rasterizes screen-space triangles into RGBA images (SoftRas semantics).
 
@@ -55,10 +62,16 @@ def soft_rasterize(
       aggr_func_rgb: ``'softmax'`` or ``'hard'`` (nearest face).
       aggr_func_alpha: ``'prod'`` (1 - prod(1 - D)), ``'sum'`` (sum(D) / F) or ``'hard'``.
       texture_type: ``'surface'`` or ``'vertex'``.
-      backend: ``'auto'`` (the tiled XLA path here), ``'xla'``, or ``'reference'`` (dense,
-        ``O(B S^2 F)`` memory, for testing); ``'pallas'`` is reserved for the Pallas kernels.
+      backend: ``'auto'`` (the Pallas kernels when the default JAX backend is a GPU, the tiled
+        XLA path elsewhere), ``'xla'`` (the tiled XLA path on any platform), ``'pallas'`` (the
+        Pallas/Triton kernels; on a platform other than a GPU they run in the Pallas
+        interpreter, which is exact but very slow: meant for testing) or ``'reference'``
+        (dense, ``O(B S^2 F)`` memory, for testing).
       tiling: performance knobs of the XLA path (:class:`softjax.ops.TilingConfig`); results do
         not depend on them.
+      pallas_config: knobs of the Pallas kernels (:class:`softjax.ops.PallasConfig`: tile,
+        window, pair capacity, warps, and ``interpret`` to force or forbid the interpreter);
+        results do not depend on them.
 
     Returns:
       ``[B, S, S, 4]`` RGBA image (channels last) in the dtype of the inputs (float32 unless
@@ -86,18 +99,14 @@ def soft_rasterize(
         texture_type=texture_type,
         backend=backend,
     )
-    if backend == "pallas":
-        raise ValueError(
-            "backend='pallas' is not available in this version of softjax; "
-            "use backend='auto' or 'xla'"
-        )
     if backend == "auto":
-        backend = "xla"
-    return _rasterize(fv, tex, sc, opts, backend, tiling or TilingConfig())
+        backend = "pallas" if jax.default_backend() == "gpu" and pallas_available() else "xla"
+    pcfg = resolve_config(pallas_config) if backend == "pallas" else PallasConfig()
+    return _rasterize(fv, tex, sc, opts, backend, tiling or TilingConfig(), pcfg)
 
 
-@functools.partial(jax.jit, static_argnums=(3, 4, 5))
-def _rasterize(fv, tex, sc, opts, backend: str, tiling: TilingConfig):
+@functools.partial(jax.jit, static_argnums=(3, 4, 5, 6))
+def _rasterize(fv, tex, sc, opts, backend: str, tiling: TilingConfig, pcfg: PallasConfig):
     bsz, nf = fv.shape[:2]
     s = opts.image_size
     if nf == 0:  # nothing to draw: the background, fully transparent
@@ -105,4 +114,6 @@ def _rasterize(fv, tex, sc, opts, backend: str, tiling: TilingConfig):
         return jnp.concatenate([rgb, jnp.zeros((bsz, s, s, 1), fv.dtype)], -1)
     if backend == "reference":
         return rasterize_reference(fv, tex, opts, sc)
+    if backend == "pallas":
+        return rasterize_pallas(fv, tex, sc, opts, pcfg)
     return rasterize_tiled(fv, tex, sc, opts, tiling)

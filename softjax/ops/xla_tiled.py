@@ -22,7 +22,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from softjax.ops import binning
+from softjax.ops import aggregate, binning
+from softjax.ops.aggregate import mask_terms
 from softjax.ops.options import Scalars, StaticOptions, terms_with_options
 from softjax.ops.pixel_face import FaceData, face_color, face_setup
 
@@ -50,7 +51,7 @@ def resolve_tiling(cfg: TilingConfig, image_size: int, faces_per_image: int) -> 
 def _capacity(cfg: TilingConfig, grid: binning.TileGrid) -> int:
     if cfg.capacity > 0:
         return cfg.capacity
-    return int(min(max(8 * grid.num_faces + 4 * grid.num_tiles, 4096), 1 << 24))
+    return binning.default_capacity(grid)
 
 
 _FLOAT_FIELDS = ("a", "b", "c", "x", "y", "z", "inv_z", "inv_len2")
@@ -70,12 +71,11 @@ def _gather_faces(fields, front, tex, fidx):
 
 def _terms(px, py, face, sc: Scalars, opts: StaticOptions, fidx):
     terms = terms_with_options(px[..., None], py[..., None], face, opts, sc)
-    present = (fidx >= 0)[:, None, :]
-    return terms._replace(
-        valid=terms.valid & present,
-        rgb_ok=terms.rgb_ok & present,
-        znorm_g=jnp.where(present, terms.znorm_g, 0.0),
-    )
+    return mask_terms(terms, (fidx >= 0)[:, None, :])
+
+
+def _channels(colors):
+    return tuple(colors[..., c] for c in range(colors.shape[-1]))
 
 
 def _sweep(ft, grid, cfg, carry, window_fn, dtype):
@@ -125,72 +125,21 @@ def _forward(face_vertices, textures, sc: Scalars, opts: StaticOptions, cfg: Til
     dtype = face_vertices.dtype
     cfg, grid, fv, face, ft, tex = _prepare(face_vertices, textures, sc, opts, cfg)
     fields = _float_fields(face)
-    shape = (grid.num_tiles + 1, grid.tile_pixels)
-    bg = jnp.asarray(opts.background, dtype)
-
-    state = {}
-    if opts.aggr_alpha == "prod":
-        state["log1m"] = jnp.zeros(shape, dtype)
-    elif opts.aggr_alpha == "sum":
-        state["asum"] = jnp.zeros(shape, dtype)
-    else:
-        state["ahard"] = jnp.zeros(shape, bool)
-    if opts.aggr_rgb == "softmax":
-        state["zmax"] = jnp.full(shape, sc.eps / sc.gamma, dtype)
-        state["wsum"] = jnp.ones(shape, dtype)
-        state["acc"] = jnp.broadcast_to(bg, shape + (3,)).astype(dtype)
-    else:
-        state["zbest"] = jnp.full(shape, jnp.inf, dtype)
-        state["fbest"] = jnp.full(shape, -1, jnp.int32)
-        state["rgb"] = jnp.broadcast_to(bg, shape + (3,)).astype(dtype)
+    state = aggregate.init_state((grid.num_tiles + 1, grid.tile_pixels), opts, sc, dtype)
 
     def window_fn(state, tiles, px, py, fidx):
         face_g, tex_g = _gather_faces(fields, face.front, tex, fidx)
         t = _terms(px, py, face_g, sc, opts, fidx)
         st = {k: v[tiles] for k, v in state.items()}
-        new = {}
-        if opts.aggr_alpha == "prod":
-            new["log1m"] = st["log1m"] + jnp.sum(jnp.where(t.valid, t.log1m_prob, 0.0), -1)
-        elif opts.aggr_alpha == "sum":
-            new["asum"] = st["asum"] + jnp.sum(jnp.where(t.valid, t.prob, 0.0), -1)
-        else:
-            new["ahard"] = st["ahard"] | jnp.any(t.valid & (t.prob > 0.5), -1)
-        colors = face_color(t.w_clip, tex_g, opts.texture_type)  # [G, P, K, 3]
-        if opts.aggr_rgb == "softmax":
-            zmax = jnp.maximum(st["zmax"], jnp.max(jnp.where(t.rgb_ok, t.znorm_g, -jnp.inf), -1))
-            scale = jnp.exp(st["zmax"] - zmax)
-            e = jnp.exp(jnp.where(t.rgb_ok, t.znorm_g - zmax[..., None], 0.0))
-            w = jnp.where(t.rgb_ok, t.prob * e, 0.0)
-            new["zmax"] = zmax
-            new["wsum"] = st["wsum"] * scale + jnp.sum(w, -1)
-            new["acc"] = st["acc"] * scale[..., None] + jnp.sum(w[..., None] * colors, -2)
-        else:
-            depth = jnp.where(t.rgb_ok & t.inside, t.depth, jnp.inf)
-            k = jnp.argmin(depth, -1)
-            dmin = jnp.min(depth, -1)
-            better = dmin < st["zbest"]
-            new["zbest"] = jnp.where(better, dmin, st["zbest"])
-            fsel = jnp.take_along_axis(
-                jnp.broadcast_to(fidx[:, None, :], depth.shape), k[..., None], -1
-            )
-            new["fbest"] = jnp.where(better, fsel[..., 0], st["fbest"])
-            col = jnp.take_along_axis(colors, k[..., None, None], -2)[..., 0, :]
-            new["rgb"] = jnp.where(better[..., None], col, st["rgb"])
+        colors = _channels(face_color(t.w_clip, tex_g, opts.texture_type))  # 3 x [G, P, K]
+        new = aggregate.update_state(st, t, colors, fidx[:, None, :], opts)
         return {k: state[k].at[tiles].set(new[k]) for k in state}
 
     state = _sweep(ft, grid, cfg, state, window_fn, dtype)
     state = {k: v[:-1] for k, v in state.items()}  # drop the sentinel tile
-
-    if opts.aggr_alpha == "prod":
-        alpha = -jnp.expm1(state["log1m"])
-    elif opts.aggr_alpha == "sum":
-        alpha = state["asum"] / nf
-    else:
-        alpha = state["ahard"].astype(dtype)
-    rgb = state["acc"] / state["wsum"][..., None] if opts.aggr_rgb == "softmax" else state["rgb"]
-    out = jnp.concatenate([rgb, alpha[..., None]], -1)
+    out = jnp.stack(aggregate.finalize(state, opts, nf), -1)
     image = binning.tiles_to_image(out, grid)
-    saved = {k: state[k] for k in ("log1m", "zmax", "wsum", "fbest") if k in state}
+    saved = {k: state[k] for k in aggregate.SAVED_KEYS if k in state}
     saved["out"] = out
     return image, saved
 
@@ -200,27 +149,11 @@ def _backward(face_vertices, textures, sc, opts, cfg, saved, g_image):
     dtype = face_vertices.dtype
     cfg, grid, fv, face, ft, tex = _prepare(face_vertices, textures, sc, opts, cfg)
     fields = _float_fields(face)
-    bg = jnp.asarray(opts.background, dtype)
 
     g = binning.image_to_tiles(g_image.astype(dtype), grid)  # [NT, P, 4]
-    g_rgb, g_a = g[..., :3], g[..., 3]
-    out = saved["out"]
-    consts = {}
-    if opts.aggr_rgb == "softmax":
-        wsum = saved["wsum"]
-        consts["c_rgb"] = g_rgb / wsum[..., None]
-        consts["c_w"] = -jnp.sum(g_rgb * out[..., :3], -1) / wsum
-        consts["zmax"] = saved["zmax"]
-    else:
-        consts["g_rgb"] = g_rgb
-        consts["fbest"] = saved["fbest"]
-    smooth_alpha = opts.dist_func != "hard"
-    if opts.aggr_alpha == "prod" and smooth_alpha:
-        consts["c_a"] = -g_a * jnp.exp(saved["log1m"])
-    elif opts.aggr_alpha == "sum" and smooth_alpha:
-        consts["c_a"] = g_a / nf
+    consts = aggregate.backward_consts(saved, saved["out"], g, opts, nf)
     # one sentinel tile at the end, as in the forward state
-    consts = {k: jnp.concatenate([v, jnp.zeros_like(v[:1])], 0) for k, v in consts.items()}
+    consts_s = {k: jnp.concatenate([v, jnp.zeros_like(v[:1])], 0) for k, v in consts.items()}
 
     diff_sc = (sc.sigma, sc.gamma, sc.near, sc.far)
 
@@ -229,22 +162,9 @@ def _backward(face_vertices, textures, sc, opts, cfg, saved, g_image):
         face_g = FaceData(*face_leaves, front=front_g)
         s2 = sc._replace(sigma=scal[0], gamma=scal[1], near=scal[2], far=scal[3])
         t = _terms(px, py, face_g, s2, opts, fidx)
-        c = {k: v[tiles] for k, v in consts.items()}
-        total = jnp.zeros((), dtype)
-        colors = face_color(t.w_clip, tex_g, opts.texture_type)
-        if opts.aggr_rgb == "softmax":
-            e = jnp.exp(jnp.where(t.rgb_ok, t.znorm_g - c["zmax"][..., None], 0.0))
-            w = jnp.where(t.rgb_ok, t.prob * e, 0.0)
-            lin = jnp.sum(c["c_rgb"][:, :, None, :] * colors, -1) + c["c_w"][..., None]
-            total = total + jnp.sum(w * lin)
-        else:
-            hit = (fidx[:, None, :] == c["fbest"][..., None]) & (fidx[:, None, :] >= 0)
-            lin = jnp.sum(c["g_rgb"][:, :, None, :] * colors, -1)
-            total = total + jnp.sum(jnp.where(hit, lin, 0.0))
-        if "c_a" in c:
-            val = t.log1m_prob if opts.aggr_alpha == "prod" else t.prob
-            total = total + jnp.sum(jnp.where(t.valid, val, 0.0) * c["c_a"][..., None])
-        return total
+        c = {k: v[tiles] for k, v in consts_s.items()}
+        colors = _channels(face_color(t.w_clip, tex_g, opts.texture_type))
+        return aggregate.surrogate_total(t, colors, c, fidx[:, None, :], opts)
 
     grad_fn = jax.grad(surrogate)
     nfp = grid.num_faces + 1  # one sentinel face row for empty slots
@@ -266,36 +186,16 @@ def _backward(face_vertices, textures, sc, opts, cfg, saved, g_image):
 
     g_fields, g_tex, g_sc = _sweep(ft, grid, cfg, acc0, window_fn, dtype)
     g_fields = tuple(f[:-1] for f in g_fields)
-    g_tex = g_tex[:-1]
+    g_fv = setup_vjp(fv, g_fields)
+    g_scalars = aggregate.scalar_grads(g_sc, consts, sc, opts, dtype)
+    return g_fv.reshape(face_vertices.shape), g_tex[:-1].reshape(textures.shape), g_scalars
 
-    # back through the per-face setup (inverse matrix etc.) to the vertices
-    _, setup_vjp = jax.vjp(lambda v: _float_fields(face_setup(v)), fv)
-    (g_fv,) = setup_vjp(g_fields)
 
-    g_eps = jnp.zeros((), dtype)
-    g_sigma, g_gamma, g_near, g_far = g_sc
-    if opts.aggr_rgb == "softmax":
-        # background weight exp(eps / gamma - zmax) (zmax held constant: the result is
-        # invariant to it)
-        k_bg = consts["c_w"][:-1] + jnp.sum(consts["c_rgb"][:-1] * bg, -1)
-
-        def bg_term(eps, gamma):
-            return jnp.sum(k_bg * jnp.exp(eps / gamma - saved["zmax"]))
-
-        d_eps, d_gamma = jax.grad(bg_term, argnums=(0, 1))(sc.eps, sc.gamma)
-        g_eps = g_eps + d_eps
-        g_gamma = g_gamma + d_gamma
-
-    g_scalars = Scalars(
-        sigma=g_sigma,
-        gamma=g_gamma,
-        near=g_near,
-        far=g_far,
-        eps=g_eps,
-        dist_eps=jnp.zeros((), dtype),
-        fill_back=jnp.zeros_like(sc.fill_back),
-    )
-    return g_fv.reshape(face_vertices.shape), g_tex.reshape(textures.shape), g_scalars
+def setup_vjp(fv: jax.Array, g_fields: tuple) -> jax.Array:
+    """Back through the per-face setup (inverse matrix etc.): ``[N, 3, 3]`` vertex gradient
+    from the gradients of the float fields of :class:`FaceData` (each ``[N, 3]``)."""
+    _, vjp = jax.vjp(lambda v: _float_fields(face_setup(v)), fv)
+    return vjp(tuple(g_fields))[0]
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
