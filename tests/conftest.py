@@ -51,6 +51,29 @@ def mode_kwargs(dist, rgb, alpha, tex, **extra):
     return kw
 
 
+def weighted_loss(kw, weights, backend, **options):
+    """``sum(soft_rasterize(...) * weights)`` as a function of the face vertices, textures and
+    the traced scalars (sigma, gamma, near, far, eps); ``options``: ``tiling=`` or
+    ``pallas_config=``."""
+
+    def loss(fv, tex, sigma, gamma, near, far, eps):
+        img = sj.soft_rasterize(
+            fv,
+            tex,
+            backend=backend,
+            sigma_val=sigma,
+            gamma_val=gamma,
+            near=near,
+            far=far,
+            eps=eps,
+            **options,
+            **kw,
+        )
+        return (img * weights).sum()
+
+    return loss
+
+
 @contextlib.contextmanager
 def x64():
     with jax.enable_x64(True):

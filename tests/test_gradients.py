@@ -7,29 +7,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import MODES, SMALL_TILING, mode_kwargs, random_scene, x64
+from conftest import MODES, SMALL_TILING, mode_kwargs, random_scene, weighted_loss, x64
 from jax.test_util import check_grads
 
 import softjax as sj
-
-
-def _loss_fn(kw, weights, backend, tiling=None):
-    def loss(fv, tex, sigma, gamma, near, far, eps):
-        img = sj.soft_rasterize(
-            fv,
-            tex,
-            backend=backend,
-            tiling=tiling,
-            sigma_val=sigma,
-            gamma_val=gamma,
-            near=near,
-            far=far,
-            eps=eps,
-            **kw,
-        )
-        return jnp.sum(img * weights)
-
-    return loss
 
 
 def _scalars(dtype):
@@ -52,8 +33,8 @@ def test_tiled_gradients_match_reference_float64(dist, rgb, alpha, tex):
         }
         args = (fv, t) + _scalars(np.float64)
         argnums = tuple(range(7))
-        want = jax.grad(_loss_fn(kw, weights, "reference"), argnums)(*args)
-        got = jax.grad(_loss_fn(kw, weights, "xla", SMALL_TILING), argnums)(*args)
+        want = jax.grad(weighted_loss(kw, weights, "reference"), argnums)(*args)
+        got = jax.grad(weighted_loss(kw, weights, "xla", tiling=SMALL_TILING), argnums)(*args)
         for name, w, g in zip(NAMES, want, got, strict=True):
             assert g.dtype == np.float64 and g.shape == np.shape(w)
             scale = max(float(np.max(np.abs(w))), 1.0)
@@ -78,8 +59,8 @@ def test_tiled_gradients_match_reference_float32(dist, rgb, alpha, tex):
         if k not in ("sigma_val", "gamma_val", "near", "far")
     }
     args = (fv, t) + _scalars(np.float32)
-    want = jax.grad(_loss_fn(kw, weights, "reference"), (0, 1))(*args)
-    got = jax.grad(_loss_fn(kw, weights, "xla"), (0, 1))(*args)
+    want = jax.grad(weighted_loss(kw, weights, "reference"), (0, 1))(*args)
+    got = jax.grad(weighted_loss(kw, weights, "xla"), (0, 1))(*args)
     for name, w, g in zip(NAMES, want, got, strict=False):
         assert g.dtype == np.float32
         scale = float(np.max(np.abs(w)))

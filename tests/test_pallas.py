@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import ALPHA, DIST, RGB, mode_kwargs, random_scene, x64
+from conftest import ALPHA, DIST, RGB, mode_kwargs, random_scene, weighted_loss, x64
 
 import softjax as sj
 from softjax.ops import binning
@@ -42,25 +42,6 @@ def test_forward_every_mode_matches_reference(dist, rgb, alpha):
 NAMES = ("face_vertices", "textures", "sigma", "gamma", "near", "far", "eps")
 
 
-def _loss(kw, weights, backend, cfg=None):
-    def loss(fv, tex, sigma, gamma, near, far, eps):
-        img = sj.soft_rasterize(
-            fv,
-            tex,
-            backend=backend,
-            pallas_config=cfg,
-            sigma_val=sigma,
-            gamma_val=gamma,
-            near=near,
-            far=far,
-            eps=eps,
-            **kw,
-        )
-        return jnp.sum(img * weights)
-
-    return loss
-
-
 # every dist_func, rgb and alpha aggregation and texture type at least once
 GRAD_MODES = [
     ("euclidean", "softmax", "prod", "surface", False),
@@ -88,9 +69,9 @@ def test_gradients_match_reference_float64(dist, rgb, alpha, tex, fill_back):
         }
         args = (fv, t) + tuple(np.float64(v) for v in (1e-3, 1e-2, 1.0, 6.0, 1e-3))
         argnums = tuple(range(7))
-        want = jax.grad(_loss(kw, weights, "reference"), argnums)(*args)
+        want = jax.grad(weighted_loss(kw, weights, "reference"), argnums)(*args)
         cfg = INTERP._replace(capacity=23)
-        got = jax.grad(_loss(kw, weights, "pallas", cfg), argnums)(*args)
+        got = jax.grad(weighted_loss(kw, weights, "pallas", pallas_config=cfg), argnums)(*args)
         for name, w, g in zip(NAMES, want, got, strict=True):
             assert g.dtype == np.float64 and g.shape == np.shape(w), name
             scale = max(float(np.max(np.abs(w))), 1.0)

@@ -23,6 +23,9 @@ the gradient of the loss.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+
 import jax
 import jax.numpy as jnp
 
@@ -204,3 +207,28 @@ def scalar_grads(g_sc, consts: dict, sc: Scalars, opts: StaticOptions, dtype) ->
         dist_eps=jnp.zeros((), dtype),
         fill_back=jnp.zeros_like(sc.fill_back),
     )
+
+
+def streamed_vjp(forward: Callable, backward: Callable, doc: str) -> Callable:
+    """The ``custom_vjp`` op of a streamed implementation (the XLA path, the Pallas kernels).
+
+    ``forward(face_vertices, textures, sc, opts, cfg) -> (image, saved)`` computes the image and
+    the per-pixel aggregates; ``backward(face_vertices, textures, sc, opts, cfg, saved, g)``
+    returns the cotangents of ``(face_vertices, textures, sc)``. ``opts`` and ``cfg`` are static.
+    """
+
+    @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+    def op(face_vertices, textures, sc: Scalars, opts: StaticOptions, cfg):
+        return forward(face_vertices, textures, sc, opts, cfg)[0]
+
+    def fwd(face_vertices, textures, sc, opts, cfg):
+        image, saved = forward(face_vertices, textures, sc, opts, cfg)
+        return image, (face_vertices, textures, sc, saved)
+
+    def bwd(opts, cfg, res, g):
+        face_vertices, textures, sc, saved = res
+        return backward(face_vertices, textures, sc, opts, cfg, saved, g)
+
+    op.defvjp(fwd, bwd)
+    op.__doc__ = doc
+    return op

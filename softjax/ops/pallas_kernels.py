@@ -336,8 +336,9 @@ def _backward(face_vertices, textures, sc, opts, cfg, saved, g_image):
     return g_fv.reshape(face_vertices.shape), g_tex, g_scalars
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
-def rasterize_pallas(face_vertices, textures, sc: Scalars, opts: StaticOptions, cfg: PallasConfig):
+rasterize_pallas = aggregate.streamed_vjp(
+    _forward,
+    _backward,
     """Soft rasterization with the Pallas kernels; same arguments and result as the reference.
 
     Args:
@@ -348,21 +349,8 @@ def rasterize_pallas(face_vertices, textures, sc: Scalars, opts: StaticOptions, 
 
     Returns:
       ``[B, S, S, 4]`` RGBA.
-    """
-    return _forward(face_vertices, textures, sc, opts, cfg)[0]
-
-
-def _fwd(face_vertices, textures, sc, opts, cfg):
-    image, saved = _forward(face_vertices, textures, sc, opts, cfg)
-    return image, (face_vertices, textures, sc, saved)
-
-
-def _bwd(opts, cfg, res, g):
-    face_vertices, textures, sc, saved = res
-    return _backward(face_vertices, textures, sc, opts, cfg, saved, g)
-
-
-rasterize_pallas.defvjp(_fwd, _bwd)
+    """,
+)
 
 
 def pallas_available() -> bool:

@@ -16,7 +16,6 @@ is ``O(B S^2 + B F + pair capacity + one window)`` in both passes.
 
 from __future__ import annotations
 
-import functools
 from typing import NamedTuple
 
 import jax
@@ -198,8 +197,9 @@ def setup_vjp(fv: jax.Array, g_fields: tuple) -> jax.Array:
     return vjp(tuple(g_fields))[0]
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
-def rasterize_tiled(face_vertices, textures, sc: Scalars, opts: StaticOptions, cfg: TilingConfig):
+rasterize_tiled = aggregate.streamed_vjp(
+    _forward,
+    _backward,
     """Tiled soft rasterization; same arguments and result as the dense reference.
 
     Args:
@@ -210,18 +210,5 @@ def rasterize_tiled(face_vertices, textures, sc: Scalars, opts: StaticOptions, c
 
     Returns:
       ``[B, S, S, 4]`` RGBA.
-    """
-    return _forward(face_vertices, textures, sc, opts, cfg)[0]
-
-
-def _fwd(face_vertices, textures, sc, opts, cfg):
-    image, saved = _forward(face_vertices, textures, sc, opts, cfg)
-    return image, (face_vertices, textures, sc, saved)
-
-
-def _bwd(opts, cfg, res, g):
-    face_vertices, textures, sc, saved = res
-    return _backward(face_vertices, textures, sc, opts, cfg, saved, g)
-
-
-rasterize_tiled.defvjp(_fwd, _bwd)
+    """,
+)
