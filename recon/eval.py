@@ -189,4 +189,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (FileNotFoundError, ValueError) as e:  # no checkpoint, missing data: say which
+        sys.exit(f"recon.eval: error: {e}")

@@ -159,4 +159,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (FileNotFoundError, ValueError) as e:  # no checkpoint: say which
+        sys.exit(f"recon.reconstruct: error: {e}")

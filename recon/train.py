@@ -337,6 +337,8 @@ def main(argv: list[str]) -> None:
         train_and_evaluate(config, workdir)
     except KeyboardInterrupt:
         sys.exit(130)
+    except (FileNotFoundError, ValueError) as e:  # missing data, bad config: the message says it
+        sys.exit(f"recon.train: error: {e}")
 
 
 def app_usage_error(message: str) -> Exception:

@@ -411,3 +411,19 @@ def test_load_trained_errors(tmp_path):
         checkpoints.load_trained(tmp_path)
     with pytest.raises(FileNotFoundError, match="is not a checkpoint"):
         checkpoints.load_trained(checkpoint=tmp_path / "nothing")
+
+
+def test_cli_errors_name_the_problem(tmp_path):
+    """Missing dataset files and a missing work directory: a one-line error, no traceback."""
+    train_cmd = [
+        sys.executable, "-m", "recon.train", "--config", str(ROOT / "configs" / "softras.py"),
+        "--workdir", str(tmp_path / "run"), f"--config.data_dir={tmp_path / 'tfds'}",
+    ]  # fmt: skip
+    eval_cmd = [sys.executable, "-m", "recon.eval", "--workdir", str(tmp_path / "nothing")]
+    for cmd, message in (
+        (train_cmd, "file(s) of the shapenet_nmr dataset are missing"),
+        (eval_cmd, "is not a recon.train work directory"),
+    ):
+        out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert out.returncode == 1, out.stderr[-2000:]
+        assert message in out.stderr and "Traceback" not in out.stderr, out.stderr[-2000:]
