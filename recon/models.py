@@ -213,10 +213,12 @@ def meshes(spec: ModelSpec, vertices: jax.Array, colors: jax.Array | None = None
     return Mesh.create(vertices, faces, textures=textures)
 
 
-def render_views(spec: ModelSpec, mesh: Mesh, eyes: jax.Array, config: RenderConfig, sigma=None):
+def render_views(
+    mesh: Mesh, eyes: jax.Array, config: RenderConfig, sigma=None, lights: Lights | None = None
+) -> jax.Array:
     """Renders the B meshes of ``mesh`` from K eye sets ``eyes [K, B, 3]`` (vmap over eye sets,
     one mesh per image) -> ``[K, B, S, S, 4]``."""
-    return jax.vmap(lambda e: render(mesh, config, eye=e, sigma_val=sigma))(eyes)
+    return jax.vmap(lambda e: render(mesh, config, eye=e, sigma_val=sigma, lights=lights))(eyes)
 
 
 def reconstruction_loss(
@@ -246,7 +248,7 @@ def reconstruction_loss(
     va, vb = batch["viewpoints_a"], batch["viewpoints_b"]
     eyes = jnp.stack([jnp.concatenate([va, va]), jnp.concatenate([vb, vb])])  # [2, 2B, 3]
     mesh = meshes(spec, vertices)
-    sil = render_views(spec, mesh, eyes, spec.silhouette_config(), sigma)  # [2, 2B, S, S, 4]
+    sil = render_views(mesh, eyes, spec.silhouette_config(), sigma)  # [2, 2B, S, S, 4]
     b = batch["images_a"].shape[0]
     # (mesh from a, mesh from b) x (viewpoint a, viewpoint b): SoftRas's ordering
     predicts = [sil[0, :b], sil[0, b:], sil[1, :b], sil[1, b:]]
@@ -257,9 +259,7 @@ def reconstruction_loss(
     loss = iou + spec.lambda_laplacian * lap + spec.lambda_flatten * flat
     terms = {"iou_loss": iou, "laplacian": lap, "flatten": flat}
     if spec.shading:
-        cmesh = meshes(spec, vertices, colors)
-        cfg = spec.color_config()
-        rgb = jax.vmap(lambda e: render(cmesh, cfg, eye=e, sigma_val=sigma, lights=lights))(eyes)
+        rgb = render_views(meshes(spec, vertices, colors), eyes, spec.color_config(), sigma, lights)
         targets = [batch["images_a"], batch["images_a"], batch["images_b"], batch["images_b"]]
         target = jnp.stack([jnp.concatenate(targets[:2]), jnp.concatenate(targets[2:])])
         color = jnp.mean((rgb[..., :3] - target[..., :3]) ** 2)

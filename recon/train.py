@@ -146,7 +146,7 @@ class _Samples:
         self.predictor = Predictor(spec, {}, batch_size=count)
         config = spec.silhouette_config()
         self._render = jax.jit(
-            lambda v, eyes: render_views(spec, meshes(spec, v), eyes[None], config)[0, ..., 3]
+            lambda v, eyes: render_views(meshes(spec, v), eyes[None], config)[0, ..., 3]
         )
 
     def write(self, state: TrainState, batch: dict[str, np.ndarray], step: int) -> None:

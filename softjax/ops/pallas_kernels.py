@@ -180,16 +180,22 @@ def _texels(tex_rows, num_texels: int):
     return [tuple(tex_rows[3 * t : 3 * t + 3]) for t in range(num_texels)]
 
 
+def _program_setup(scal_ref, start_ref, count_ref, packed_ref, grid: binning.TileGrid):
+    """What both kernels start from: dtype, scalars, this tile's pixel centres and its bin's
+    ``start`` / ``count`` in the pair list."""
+    t = pl.program_id(0)
+    dtype = packed_ref.dtype
+    px, py = _tile_pixels(grid, dtype)
+    return dtype, _load_scalars(scal_ref), px, py, start_ref[t], count_ref[t]
+
+
 def _fwd_kernel(
     scal_ref, start_ref, count_ref, packed_ref, fid_ref, *refs, opts, grid, keys, k_size, num_texels
 ):
     n = len(keys)
     in_refs, out_refs = refs[:n], refs[n:]
-    t = pl.program_id(0)
-    dtype = packed_ref.dtype
-    sc = _load_scalars(scal_ref)
-    px, py = _tile_pixels(grid, dtype)
-    start, count = start_ref[t], count_ref[t]
+    setup = _program_setup(scal_ref, start_ref, count_ref, packed_ref, grid)
+    dtype, sc, px, py, start, count = setup
     state0 = {k: r[...] for k, r in zip(keys, in_refs, strict=True)}
 
     def body(w, st):
@@ -210,11 +216,8 @@ def _bwd_kernel(
 ):
     n = len(keys)
     const_refs, (out_ref,) = refs[:n], refs[n:]
-    t = pl.program_id(0)
-    dtype = packed_ref.dtype
-    sc = _load_scalars(scal_ref)
-    px, py = _tile_pixels(grid, dtype)
-    start, count = start_ref[t], count_ref[t]
+    setup = _program_setup(scal_ref, start_ref, count_ref, packed_ref, grid)
+    dtype, sc, px, py, start, count = setup
     consts = {k: r[...] for k, r in zip(keys, const_refs, strict=True)}
 
     def body(w, carry):
