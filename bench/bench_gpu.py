@@ -98,8 +98,8 @@ def make_cases(smoke: bool) -> list[dict]:
         cases.append(
             dict(name=f"sphere-{fv.shape[1]}", fv=fv, tex=tex, size=size, sigma=1e-5, kw={})
         )
-    batch, rs = (4, 32) if smoke else (256, 64)
-    fv, tex = sphere_scene(1280, batch=batch, distance=dist)
+    batch, rs, nf = (2, 32, 320) if smoke else (256, 64, 1280)
+    fv, tex = sphere_scene(nf, batch=batch, distance=dist)
     rng = np.random.default_rng(1)
     shift = rng.uniform(-0.15, 0.15, (batch, 1, 1, 2)).astype(np.float32)
     fv[..., :2] = fv[..., :2] * rng.uniform(0.7, 1.0, (batch, 1, 1, 1)) + shift
@@ -148,6 +148,91 @@ def run_case(case: dict, backend: str, cfg: sj.PallasConfig | None, repeats: int
     return out
 
 
+def config_label(cfg: sj.PallasConfig | None) -> str:
+    """``tile/window:warps/bwd_window:bwd_warps`` of a Pallas config, ``-`` for none."""
+    if cfg is None:
+        return "-"
+    return f"{cfg.tile}/{cfg.window}:{cfg.num_warps}/{cfg.bwd_window}:{cfg.bwd_num_warps}"
+
+
+def benchmark(
+    cases: list[dict],
+    configs: list[sj.PallasConfig],
+    repeats: int,
+    *,
+    skip_xla: bool = False,
+    deadline: float | None = None,
+) -> list[dict]:
+    """Times every case with the XLA path and each Pallas config; prints the table as it goes.
+
+    ``deadline``: a ``time.perf_counter()`` value after which no further (case, backend) run
+    starts (the rows not run are recorded with ``"skipped": "time budget"``). Returns one dict
+    per run (JSON-serialisable).
+    """
+    on_gpu = jax.default_backend() == "gpu"
+    header = (
+        f"{'case':>14} {'backend':>7} {'config':>12} {'pass':>4} {'fwd ms':>8} {'fwd+bwd ms':>10} "
+        f"{'target':>7} {'cover':>6} {'Mpairs':>8} {'fwd Gp/s':>9} {'f+b Gp/s':>9} {'maxdiff':>8}"
+    )
+    print(header)
+    print("-" * len(header))
+    rows = []
+    for case in cases:
+        pairs = candidate_pairs(
+            case["fv"], case["size"], case["sigma"], case["kw"].get("dist_eps", 1e-4)
+        )
+        runs = [] if skip_xla else [("xla", None)]
+        runs += [("pallas", c) for c in configs]
+        xla_img, xla_grads = None, None
+        for backend, cfg in runs:
+            if deadline is not None and time.perf_counter() > deadline:
+                rows.append({"case": case["name"], "backend": backend, "skipped": "time budget"})
+                continue
+            try:
+                r = run_case(case, backend, cfg, repeats)
+            except Exception as e:  # report and go on (e.g. a config that does not compile)
+                r = {"case": case["name"], "backend": backend, "error": repr(e)[:500]}
+                if cfg is not None:
+                    r["pallas_config"] = cfg._asdict()
+                print(f"{case['name']:>14} {backend:>7} error: {r['error'][:120]}", flush=True)
+                rows.append(r)
+                continue
+            img, grads = r.pop("_image"), r.pop("_grads")
+            if backend == "xla":
+                xla_img, xla_grads = img, grads
+            elif xla_img is not None:
+                r["max_abs_diff_vs_xla"] = float(np.max(np.abs(img - xla_img)))
+                # gradients: max difference relative to the largest XLA-path entry
+                r["grad_rel_diff_vs_xla"] = [
+                    float(np.max(np.abs(g - w)) / max(float(np.max(np.abs(w))), 1e-30))
+                    for g, w in zip(grads, xla_grads, strict=True)
+                ]
+            r["candidate_pairs"] = pairs
+            r["fwd_pairs_per_s"] = pairs / (r["fwd_median_ms"] * 1e-3)
+            r["fwd_bwd_pairs_per_s"] = pairs / (r["fwd_bwd_median_ms"] * 1e-3)
+            target = TARGET_MS.get(case["name"]) if on_gpu else None
+            r["target_fwd_bwd_ms"] = target
+            if target is not None and backend == "pallas":
+                r["meets_target"] = r["fwd_bwd_median_ms"] <= target
+            cfg_s = config_label(cfg)
+            diff = r.get("max_abs_diff_vs_xla")
+            print(
+                f"{case['name']:>14} {backend:>7} {cfg_s:>12} {r.get('binning_passes', '-'):>4} "
+                f"{r['fwd_median_ms']:>8.3f} "
+                f"{r['fwd_bwd_median_ms']:>10.3f} {target if target else '-':>7} "
+                f"{r['covered_fraction']:>6.2f} {pairs / 1e6:>8.2f} "
+                f"{r['fwd_pairs_per_s'] / 1e9:>9.2f} {r['fwd_bwd_pairs_per_s'] / 1e9:>9.2f} "
+                f"{'-' if diff is None else f'{diff:.1e}':>8}",
+                flush=True,
+            )
+            rows.append(r)
+    print(
+        "config = tile/window:warps/bwd_window:bwd_warps; "
+        "Mpairs = useful (pixel, candidate face) pairs / 1e6"
+    )
+    return rows
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=30, help="timed runs (>= 20)")
@@ -189,67 +274,7 @@ def main(argv=None) -> None:
         repeats=repeats,
     )
     print(f"device: {meta['device']} ({meta['platform']}), jax {meta['jax']}, {repeats} runs")
-    header = (
-        f"{'case':>14} {'backend':>7} {'config':>12} {'pass':>4} {'fwd ms':>8} {'fwd+bwd ms':>10} "
-        f"{'target':>7} {'cover':>6} {'Mpairs':>8} {'fwd Gp/s':>9} {'f+b Gp/s':>9} {'maxdiff':>8}"
-    )
-    print(header)
-    print("-" * len(header))
-    rows = []
-    for case in make_cases(args.smoke):
-        pairs = candidate_pairs(
-            case["fv"], case["size"], case["sigma"], case["kw"].get("dist_eps", 1e-4)
-        )
-        runs = [] if args.no_xla else [("xla", None)]
-        runs += [("pallas", c) for c in configs]
-        xla_img, xla_grads = None, None
-        for backend, cfg in runs:
-            try:
-                r = run_case(case, backend, cfg, repeats)
-            except Exception as e:  # report and go on (e.g. a config that does not compile)
-                r = {"case": case["name"], "backend": backend, "error": repr(e)[:500]}
-                if cfg is not None:
-                    r["pallas_config"] = cfg._asdict()
-                print(f"{case['name']:>14} {backend:>7} error: {r['error'][:120]}", flush=True)
-                rows.append(r)
-                continue
-            img, grads = r.pop("_image"), r.pop("_grads")
-            if backend == "xla":
-                xla_img, xla_grads = img, grads
-            elif xla_img is not None:
-                r["max_abs_diff_vs_xla"] = float(np.max(np.abs(img - xla_img)))
-                # gradients: max difference relative to the largest XLA-path entry
-                r["grad_rel_diff_vs_xla"] = [
-                    float(np.max(np.abs(g - w)) / max(float(np.max(np.abs(w))), 1e-30))
-                    for g, w in zip(grads, xla_grads, strict=True)
-                ]
-            r["candidate_pairs"] = pairs
-            r["fwd_pairs_per_s"] = pairs / (r["fwd_median_ms"] * 1e-3)
-            r["fwd_bwd_pairs_per_s"] = pairs / (r["fwd_bwd_median_ms"] * 1e-3)
-            target = TARGET_MS.get(case["name"]) if on_gpu else None
-            r["target_fwd_bwd_ms"] = target
-            if target is not None and backend == "pallas":
-                r["meets_target"] = r["fwd_bwd_median_ms"] <= target
-            cfg_s = (
-                f"{cfg.tile}/{cfg.window}:{cfg.num_warps}/{cfg.bwd_window}:{cfg.bwd_num_warps}"
-                if cfg
-                else "-"
-            )
-            diff = r.get("max_abs_diff_vs_xla")
-            print(
-                f"{case['name']:>14} {backend:>7} {cfg_s:>12} {r.get('binning_passes', '-'):>4} "
-                f"{r['fwd_median_ms']:>8.3f} "
-                f"{r['fwd_bwd_median_ms']:>10.3f} {target if target else '-':>7} "
-                f"{r['covered_fraction']:>6.2f} {pairs / 1e6:>8.2f} "
-                f"{r['fwd_pairs_per_s'] / 1e9:>9.2f} {r['fwd_bwd_pairs_per_s'] / 1e9:>9.2f} "
-                f"{'-' if diff is None else f'{diff:.1e}':>8}",
-                flush=True,
-            )
-            rows.append(r)
-    print(
-        "config = tile/window:warps/bwd_window:bwd_warps; "
-        "Mpairs = useful (pixel, candidate face) pairs / 1e6"
-    )
+    rows = benchmark(make_cases(args.smoke), configs, repeats, skip_xla=args.no_xla)
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
     with open(args.json, "w") as f:
         json.dump({"meta": meta, "results": rows}, f, indent=1)

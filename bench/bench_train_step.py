@@ -32,15 +32,9 @@ def load_config(path: str):
     return module.get_config()
 
 
-def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--config", default=os.path.join(HERE, "..", "configs", "softras.py"))
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--json", default=os.path.join(HERE, "results", "train_step.json"))
-    args = p.parse_args(argv)
-
+def measure(config, batch_size: int, steps: int, warmup: int) -> dict:
+    """Median seconds per step of ``recon.train``'s jitted step for ``config`` at ``batch_size``
+    (synthetic inputs, every local device); returns a JSON-serialisable dict."""
     import jax
     import numpy as np
 
@@ -49,13 +43,13 @@ def main(argv: list[str] | None = None) -> dict:
     from recon.models import model_spec
     from recon.state import init_state
 
-    config = load_config(args.config)
-    config.batch_size = args.batch_size
+    config = config.copy_and_resolve_references()
+    config.batch_size = batch_size
     mesh = train.data_mesh()
     train.check_config(config, mesh.size)
     spec = model_spec(config)
     rng = np.random.default_rng(0)
-    b = args.batch_size
+    b = batch_size
     batch = {
         "images_a": rng.uniform(0, 1, (b, 64, 64, 4)).astype(np.float32),
         "images_b": rng.uniform(0, 1, (b, 64, 64, 4)).astype(np.float32),
@@ -68,15 +62,16 @@ def main(argv: list[str] | None = None) -> dict:
     t0 = time.perf_counter()
     state, terms = jax.block_until_ready(step(state, gbatch))
     compile_s = time.perf_counter() - t0
-    for _ in range(max(args.warmup - 1, 0)):
+    for _ in range(max(warmup - 1, 0)):
         state, terms = jax.block_until_ready(step(state, gbatch))
     times = []
-    for _ in range(args.steps):
+    for _ in range(steps):
         t0 = time.perf_counter()
         state, terms = jax.block_until_ready(step(state, gbatch))
         times.append(time.perf_counter() - t0)
-    result = {
+    return {
         "config": config.name,
+        "backend": config.backend,
         "batch_size": b,
         "renders_per_step": 4 * b,
         "template_faces": int(spec.template_faces.shape[0]),
@@ -88,10 +83,24 @@ def main(argv: list[str] | None = None) -> dict:
         "first_step_s": compile_s,
         "median_s": float(np.median(times)),
         "min_s": float(np.min(times)),
-        "steps": args.steps,
+        "steps": steps,
         "loss": float(terms["loss"]),
         "hours_for_250k_steps": float(np.median(times)) * 250_000 / 3600,
     }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--config", default=os.path.join(HERE, "..", "configs", "softras.py"))
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--json", default=os.path.join(HERE, "results", "train_step.json"))
+    args = p.parse_args(argv)
+
+    config = load_config(args.config)
+    result = measure(config, args.batch_size, args.steps, args.warmup)
+    b = result["batch_size"]
     print(f"{'config':<12} {'batch':>5} {'device':<24} {'s/step':>8} {'min':>8} {'250k h':>7}")
     print(
         f"{result['config']:<12} {b:>5} {result['device_kind'][:24]:<24} "
