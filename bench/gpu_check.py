@@ -298,10 +298,9 @@ def correctness(smoke: bool, budget_end: float | None) -> dict:
             ).block_until_ready()
         except Exception as e:  # 'auto' must never raise: that is a failure of the check
             failures.append(f"auto {dist}/{rgb}/{alpha}/{tex} raised {type(e).__name__}: {e}")
-    report = sj.backend_report()
-    for entry in report:
-        auto.append(entry)
-        print(f"auto: {entry}")
+    for options, decision in sj.backend_report().items():
+        auto.append({"options": options, **decision})
+        print(f"auto: {options}: {decision['backend']} ({decision['reason'][:200]})")
     skipped = sum(1 for r in rows if "skipped" in r)
     return {
         "modes_checked": len(rows) - skipped,
@@ -481,7 +480,9 @@ def markdown(summary: dict) -> str:
             )
         if cor["auto"]:
             lines += ["", "`backend='auto'`:", ""]
-            lines += [f"- {json.dumps(a, default=str)}" for a in cor["auto"]]
+            lines += [
+                f"- {a['options']}: **{a['backend']}** ({a['reason'][:300]})" for a in cor["auto"]
+            ]
     bench = s.get("benchmark", {}).get("result")
     if bench:
         lines += [

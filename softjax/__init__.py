@@ -4,7 +4,13 @@ from softjax import losses, transform
 from softjax.io_obj import ObjError, load_obj, save_obj
 from softjax.lighting import Lights, light_intensity, shade
 from softjax.mesh import Mesh, deform_vertices, icosphere
-from softjax.ops import PallasConfig, TilingConfig, soft_rasterize
+from softjax.ops import (
+    BackendFallbackWarning,
+    PallasConfig,
+    TilingConfig,
+    backend_report,
+    soft_rasterize,
+)
 from softjax.render import RenderConfig, project, render
 from softjax.transform import (
     get_points_from_angles,
@@ -18,6 +24,7 @@ from softjax.voxel import voxel_iou, voxelize
 
 __version__ = "0.1.0"
 __all__ = [
+    "BackendFallbackWarning",
     "Lights",
     "ObjError",
     "load_obj",
@@ -26,6 +33,7 @@ __all__ = [
     "voxel_iou",
     "voxelize",
     "Mesh",
+    "backend_report",
     "deform_vertices",
     "PallasConfig",
     "RenderConfig",

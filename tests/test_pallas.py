@@ -152,11 +152,13 @@ def _triton_lowering_without_gpu() -> str:
     jaxlib 0.10.2 embeds the Triton IR in the HLO custom call and compiles it only when XLA
     compiles for a GPU; later jaxlibs compile it with the CUDA plugin while lowering.
     """
-    from jax._src.lib import triton, version
+    import importlib.util
 
-    if version <= (0, 10, 2) or triton.has_compilation_handler("cuda"):
+    version = tuple(int(v) for v in jax.__version__.split(".")[:3])
+    plugin = any(importlib.util.find_spec(f"jax_cuda{v}_plugin") is not None for v in (12, 13))
+    if version <= (0, 10, 2) or plugin:
         return ""
-    return f"jaxlib {version} compiles Triton kernels while lowering: needs the CUDA plugin"
+    return f"jax {jax.__version__} compiles Triton kernels while lowering: needs the CUDA plugin"
 
 
 TRITON_CALLS = ("__gpu$xla.gpu.triton", "triton_kernel_call_ffi")  # jaxlib 0.10.2 / later

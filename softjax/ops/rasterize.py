@@ -7,13 +7,9 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from softjax.ops import dispatch
 from softjax.ops.options import check_inputs
-from softjax.ops.pallas_kernels import (
-    PallasConfig,
-    pallas_available,
-    rasterize_pallas,
-    resolve_config,
-)
+from softjax.ops.pallas_kernels import PallasConfig, rasterize_pallas, resolve_config
 from softjax.ops.reference import rasterize_reference
 from softjax.ops.xla_tiled import TilingConfig, rasterize_tiled
 
@@ -35,7 +31,7 @@ def soft_rasterize(
     aggr_func_rgb: str = "softmax",
     aggr_func_alpha: str = "prod",
     texture_type: str = "surface",
-    backend: str = "auto",
+    backend: str | None = None,
     tiling: TilingConfig | None = None,
     pallas_config: PallasConfig | None = None,
 ) -> jax.Array:
@@ -62,11 +58,22 @@ def soft_rasterize(
       aggr_func_rgb: ``'softmax'`` or ``'hard'`` (nearest face).
       aggr_func_alpha: ``'prod'`` (1 - prod(1 - D)), ``'sum'`` (sum(D) / F) or ``'hard'``.
       texture_type: ``'surface'`` or ``'vertex'``.
-      backend: ``'auto'`` (the Pallas kernels when the default JAX backend is a GPU, the tiled
-        XLA path elsewhere), ``'xla'`` (the tiled XLA path on any platform), ``'pallas'`` (the
-        Pallas/Triton kernels; on a platform other than a GPU they run in the Pallas
-        interpreter, which is exact but very slow: meant for testing) or ``'reference'``
-        (dense, ``O(B S^2 F)`` memory, for testing).
+      backend: ``None`` (the default): the environment variable ``SOFTJAX_BACKEND``
+        (``'auto'``, ``'xla'`` or ``'pallas'``; unset or empty: ``'auto'``; anything else
+        raises ``ValueError``). ``'auto'``: off a GPU the tiled XLA path; on a GPU the Pallas
+        kernels for a set of static options (distance function, aggregations, texture type,
+        texels per face, dtype, ``pallas_config``) once they have passed a self-check in this
+        process: run once per option set (even when this call is being traced under
+        ``jit`` / ``grad`` / ``vmap``; it takes a few compilations), it compares their image
+        and gradients on a tiny fixed scene with those options to the XLA path. If the kernels
+        raise (lowering, compilation, launch) or disagree, one
+        :class:`softjax.BackendFallbackWarning` names the options and the error, and the XLA
+        path serves that option set from then on. :func:`softjax.backend_report` tells which
+        path serves each option set and why. ``'xla'``: the tiled XLA path on any platform.
+        ``'pallas'``: the Pallas/Triton kernels without a check (raises if this JAX has no
+        Triton backend for Pallas; on a platform other than a GPU they run in the Pallas
+        interpreter, exact but very slow: meant for testing). ``'reference'``: dense,
+        ``O(B S^2 F)`` memory, for testing.
       tiling: performance knobs of the XLA path (:class:`softjax.ops.TilingConfig`); results do
         not depend on them.
       pallas_config: knobs of the Pallas kernels (:class:`softjax.ops.PallasConfig`: tile,
@@ -79,8 +86,13 @@ def soft_rasterize(
       ``face_vertices``, ``textures``, ``sigma_val``, ``gamma_val``, ``near``, ``far``, ``eps``.
 
     Raises:
-      ValueError: on malformed arguments, naming the argument and what was expected.
+      ValueError: on malformed arguments, naming the argument and what was expected, or a bad
+        ``SOFTJAX_BACKEND``.
+      RuntimeError: ``backend='pallas'`` (or ``SOFTJAX_BACKEND=pallas``) where this JAX has no
+        Triton backend for Pallas.
     """
+    from_env = backend is None
+    backend = dispatch.requested_backend(backend)
     fv, tex, opts, sc, backend = check_inputs(
         face_vertices,
         textures,
@@ -99,8 +111,12 @@ def soft_rasterize(
         texture_type=texture_type,
         backend=backend,
     )
-    if backend == "auto":
-        backend = "pallas" if jax.default_backend() == "gpu" and pallas_available() else "xla"
+    if fv.shape[1] > 0:  # without faces every backend draws the background: nothing to check
+        backend = dispatch.choose_backend(
+            backend, from_env, opts, tex.shape[2], fv.dtype, pallas_config
+        )
+    elif backend == "auto":
+        backend = "xla"
     pcfg = resolve_config(pallas_config) if backend == "pallas" else PallasConfig()
     return _rasterize(fv, tex, sc, opts, backend, tiling or TilingConfig(), pcfg)
 
