@@ -1,7 +1,7 @@
 """SoftRas's single-view reconstruction (silhouette supervision) on ShapeNet (NMR renderings).
 
 ``python -m recon.train --config configs/softras.py --workdir runs/softras`` trains the
-original protocol (``../shared/docs/softras-spec.md`` §7): batch 64, 250k steps, Adam 1e-4,
+original protocol (``docs/reconstruction.md``): batch 64, 250k steps, Adam 1e-4,
 learning rate and sigma times 0.3 from step 150k, lambda_lap 5e-3, lambda_flat 5e-4. Needs the
 NMR ShapeNet files (see the README's datasets section).
 """
@@ -31,6 +31,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.encoder_hidden = (1024, 1024, 512)
     config.model.decoder_hidden = (1024, 2048)
     config.model.shading = False
+    # fresh parameters as PyTorch draws them (the original's start): U(+-1/sqrt(fan_in)) for
+    # weights and biases; 'flax': LeCun normal weights, zero biases
+    config.model.param_init = "pytorch"
     config.model.lambda_color = 1.0  # shading variant only
 
     # renderer and loss

@@ -35,6 +35,36 @@ CAMERA_DISTANCE = 2.732
 VIEWING_ANGLE = 15.0
 
 
+PARAM_INITS = ("pytorch", "flax")
+
+
+def _uniform_fan_in(fan_in: int):
+    """``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``: PyTorch's default for ``nn.Linear`` and
+    ``nn.Conv2d`` weights (kaiming_uniform with a = sqrt(5)) and biases."""
+    bound = 1.0 / np.sqrt(fan_in)
+
+    def init(key, shape, dtype=jnp.float32):
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return init
+
+
+def _layer_inits(param_init: str, fan_in: int) -> dict[str, Any]:
+    """``kernel_init`` / ``bias_init`` of a Dense or Conv layer with ``fan_in`` inputs per
+    output: ``'pytorch'`` (the original network's start) or ``'flax'`` (Flax's defaults:
+    LeCun normal weights, zero biases)."""
+    if param_init == "flax":
+        return {}
+    if param_init != "pytorch":
+        raise ValueError(f"param_init must be one of {list(PARAM_INITS)}, got {param_init!r}")
+    return {"kernel_init": _uniform_fan_in(fan_in), "bias_init": _uniform_fan_in(fan_in)}
+
+
+def dense(x: jax.Array, features: int, name: str, param_init: str) -> jax.Array:
+    """``nn.Dense`` applied to ``x`` with the initialisation ``param_init``."""
+    return nn.Dense(features, name=name, **_layer_inits(param_init, x.shape[-1]))(x)
+
+
 class Encoder(nn.Module):
     """Image ``[B, H, W, C]`` -> feature ``[B, hidden[-1]]``."""
 
@@ -43,11 +73,15 @@ class Encoder(nn.Module):
     shading: bool = False
     bn_momentum: float = 0.9  # PyTorch's BatchNorm momentum 0.1
     axis_name: str | None = None  # batch-norm statistics over this mapped axis (data parallel)
+    param_init: str = "pytorch"  # see _layer_inits
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         def conv_bn(x, features, stride, name):
-            x = nn.Conv(features, (5, 5), strides=(stride, stride), padding=2, name=name)(x)
+            inits = _layer_inits(self.param_init, 5 * 5 * x.shape[-1])
+            x = nn.Conv(features, (5, 5), strides=(stride, stride), padding=2, name=name, **inits)(
+                x
+            )
             x = nn.BatchNorm(
                 use_running_average=not train,
                 momentum=self.bn_momentum,
@@ -63,7 +97,7 @@ class Encoder(nn.Module):
                 x = conv_bn(x, features, 1, f"conv{i + 1}b")
         x = x.reshape(x.shape[0], -1)
         for i, features in enumerate(self.hidden):
-            x = nn.relu(nn.Dense(features, name=f"fc{i + 1}")(x))
+            x = nn.relu(dense(x, features, f"fc{i + 1}", self.param_init))
         return x
 
 
@@ -77,19 +111,21 @@ class Decoder(nn.Module):
     bias_scale: float = 1.0
     obj_scale: float = 0.5
     shading: bool = False
+    param_init: str = "pytorch"  # see _layer_inits
 
     @nn.compact
     def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array | None]:
+        init = self.param_init
         for i, features in enumerate(self.hidden):
-            x = nn.relu(nn.Dense(features, name=f"fc{i + 1}")(x))
+            x = nn.relu(dense(x, features, f"fc{i + 1}", init))
         nv = self.template.shape[0]
-        centroid = nn.Dense(3, name="fc_centroid")(x) * self.centroid_scale
-        offsets = nn.Dense(nv * 3, name="fc_bias")(x).reshape(-1, nv, 3) * self.bias_scale
+        centroid = dense(x, 3, "fc_centroid", init) * self.centroid_scale
+        offsets = dense(x, nv * 3, "fc_bias", init).reshape(-1, nv, 3) * self.bias_scale
         base = jnp.asarray(self.template, x.dtype) * self.obj_scale
         vertices = deform_vertices(base, offsets, centroid) * 0.5
         colors = None
         if self.shading:
-            colors = nn.sigmoid(nn.Dense(self.num_faces * 3, name="fc_color")(x))
+            colors = nn.sigmoid(dense(x, self.num_faces * 3, "fc_color", init))
             colors = colors.reshape(-1, self.num_faces, 3)
         return vertices, colors
 
@@ -104,6 +140,7 @@ class Reconstructor(nn.Module):
     decoder_hidden: Sequence[int] = (1024, 2048)
     shading: bool = False
     axis_name: str | None = None
+    param_init: str = "pytorch"
 
     @nn.compact
     def __call__(self, images: jax.Array, train: bool = False):
@@ -112,6 +149,7 @@ class Reconstructor(nn.Module):
             self.encoder_hidden,
             shading=self.shading,
             axis_name=self.axis_name,
+            param_init=self.param_init,
             name="encoder",
         )(images, train)
         return Decoder(
@@ -119,6 +157,7 @@ class Reconstructor(nn.Module):
             self.num_faces,
             self.decoder_hidden,
             shading=self.shading,
+            param_init=self.param_init,
             name="decoder",
         )(feature)
 
@@ -144,6 +183,9 @@ class ModelSpec:
     lambda_flatten: float = 5e-4
     lambda_color: float = 1.0
     backend: str = "auto"  # soft_rasterize backend: auto (Pallas on GPU), xla, pallas
+    # how fresh parameters are drawn (see _layer_inits); only step 0 depends on it, so it does
+    # not take part in the comparison that guards resuming a work directory
+    param_init: str = dataclasses.field(default="pytorch", compare=False)
 
     @property
     def template_vertices(self) -> np.ndarray:
@@ -164,6 +206,7 @@ class ModelSpec:
             decoder_hidden=self.decoder_hidden,
             shading=self.shading,
             axis_name=axis_name,
+            param_init=self.param_init,
         )
 
     def silhouette_config(self) -> RenderConfig:
@@ -202,6 +245,7 @@ def model_spec(config: Any) -> ModelSpec:
         lambda_flatten=float(config.lambda_flatten),
         lambda_color=float(m.get("lambda_color", 1.0)),
         backend=str(config.get("backend", "auto")),
+        param_init=str(m.get("param_init", "pytorch")),
     )
 
 

@@ -1,6 +1,6 @@
 """Cameras: world coordinates to the screen space of :func:`softjax.soft_rasterize`.
 
-Conventions (SoftRas, ``shared/docs/softras-spec.md`` section 4): angles in degrees; after a
+Conventions (SoftRas, ``docs/semantics.md``, Cameras): angles in degrees; after a
 camera, x and y are normalised device coordinates (x right, y up) and z is the camera-space
 depth. All functions are batched over a leading axis ``B`` and differentiable with respect to
 every floating-point argument. Vertices are ``[B, V, 3]`` (or any ``[B, ..., 3]``).

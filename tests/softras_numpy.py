@@ -1,8 +1,8 @@
 """An independent float64 NumPy re-implementation of SoftRas's forward rasterizer.
 
-Written from the spec (``shared/docs/softras-spec.md`` sections 1-3) as plain loops over pixels
-and faces, the way the original CUDA kernel is organised, sharing no code with softjax. It is
-slow and only meant for tiny scenes in tests.
+Written from ``docs/semantics.md`` (conventions, per-pixel terms, aggregation) as plain loops
+over pixels and faces, the way the original CUDA kernel is organised, sharing no code with
+softjax. It is slow and only meant for tiny scenes in tests.
 """
 
 from __future__ import annotations

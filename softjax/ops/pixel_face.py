@@ -2,7 +2,7 @@
 
 Every implementation of :func:`softjax.soft_rasterize` (the dense reference, the tiled XLA
 path and the Pallas kernels) calls these functions; none of them re-derives a formula.
-The conventions are those of SoftRas (``shared/docs/softras-spec.md`` sections 1-3):
+The conventions are those of SoftRas (``docs/semantics.md`` states them all):
 
 * ``x`` right and ``y`` up in normalised device coordinates, ``z`` = camera-space depth.
 * Pixel (row ``r``, column ``c``) of an ``S x S`` image has its centre at
