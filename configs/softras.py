@@ -20,7 +20,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.dataset_kwargs = ml_collections.ConfigDict()  # builder options (classes, sizes, seed)
     config.train_split = "train"
     config.eval_split = "val"
-    config.in_memory = ml_collections.config_dict.placeholder(bool)  # None: if it fits in 4 GiB
+    # None: in memory when the split takes at most half the available RAM, else read on demand
+    # from a decoded, memory-mapped view cache built once next to the dataset
+    config.in_memory = ml_collections.config_dict.placeholder(bool)
     config.sampling = "class"  # SoftRas: random class, then random object
     config.image_size = 64
 
@@ -40,7 +42,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.sigma_val = 1e-4
     config.gamma_val = 1e-4
     config.dist_eps = 1e-10
-    config.backend = "auto"  # soft_rasterize: 'auto' (Pallas kernels on GPU, else XLA), 'xla'
+    # soft_rasterize's backend: None = $SOFTJAX_BACKEND, else 'auto' (on a GPU the Pallas kernels
+    # once they pass their self-check, else XLA); 'xla' or 'pallas' to force one
+    config.backend = ml_collections.config_dict.placeholder(str)
     config.lambda_laplacian = 5e-3
     config.lambda_flatten = 5e-4
 

@@ -182,10 +182,15 @@ class ModelSpec:
     lambda_laplacian: float = 5e-3
     lambda_flatten: float = 5e-4
     lambda_color: float = 1.0
-    backend: str = "auto"  # soft_rasterize backend: auto (Pallas on GPU), xla, pallas
-    # how fresh parameters are drawn (see _layer_inits); only step 0 depends on it, so it does
-    # not take part in the comparison that guards resuming a work directory
-    param_init: str = dataclasses.field(default="pytorch", compare=False)
+    # soft_rasterize's backend: None ($SOFTJAX_BACKEND, else 'auto': the Pallas kernels on a GPU
+    # once they pass their self-check), 'xla' or 'pallas'
+    backend: str | None = None
+    param_init: str = "pytorch"  # how fresh parameters are drawn (see _layer_inits)
+
+    def architecture(self) -> ModelSpec:
+        """This spec without the choices a checkpoint does not depend on (the rasterizer
+        backend, the initialisation): what must match to resume a work directory."""
+        return dataclasses.replace(self, backend=None, param_init="pytorch")
 
     @property
     def template_vertices(self) -> np.ndarray:
@@ -244,7 +249,7 @@ def model_spec(config: Any) -> ModelSpec:
         lambda_laplacian=float(config.lambda_laplacian),
         lambda_flatten=float(config.lambda_flatten),
         lambda_color=float(m.get("lambda_color", 1.0)),
-        backend=str(config.get("backend", "auto")),
+        backend=config.get("backend"),
         param_init=str(m.get("param_init", "pytorch")),
     )
 

@@ -16,6 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
+from softjax.concrete import concrete_value
+
 VertexLoss = Callable[[ArrayLike], jax.Array]
 
 
@@ -89,9 +91,9 @@ def multiview_iou_loss(
 
 def _check_faces(faces: ArrayLike, num_vertices: int | None = None) -> np.ndarray:
     """Concrete ``[F, 3]`` int64 faces (a leading batch axis of size 1 is dropped)."""
-    if isinstance(faces, jax.core.Tracer):
+    f = concrete_value(faces)
+    if f is None:
         raise ValueError("faces must be concrete (NumPy or a non-traced jax array), not traced")
-    f = np.asarray(faces)
     if f.ndim == 3 and f.shape[0] == 1:
         f = f[0]
     if f.ndim != 2 or f.shape[1] != 3:

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from softjax.concrete import concrete_value
 from softjax.ops.pixel_face import TEXTURE_TYPES
 
 
@@ -105,8 +106,8 @@ class Mesh:
                 raise ValueError(
                     f"vertices and faces have different batch sizes: {v.shape[0]} vs {f.shape[0]}"
                 )
-        if isinstance(f, np.ndarray) or not isinstance(f, jax.core.Tracer):
-            fn = np.asarray(f)
+        fn = concrete_value(f)
+        if fn is not None:
             if fn.size and (fn.min() < 0 or fn.max() >= v.shape[1]):
                 raise ValueError(
                     f"faces index vertices 0..{v.shape[1] - 1}, got indices in "

@@ -51,7 +51,7 @@ class RenderConfig:
     viewing_scale: float = 1.0
     orig_size: int = 512
     lighting: bool = True
-    backend: str = "auto"
+    backend: str | None = None  # soft_rasterize's: None = $SOFTJAX_BACKEND, else 'auto'
 
     def __post_init__(self):
         if self.camera_mode not in CAMERA_MODES:

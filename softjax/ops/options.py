@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from softjax.concrete import concrete_value
 from softjax.ops.pixel_face import (
     AGGR_ALPHA,
     AGGR_RGB,
@@ -51,17 +52,14 @@ def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
     return value
 
 
-def _is_concrete(x) -> bool:
-    return not isinstance(x, jax.core.Tracer)
-
-
 def _check_scalar(name: str, value, *, positive: bool = False, half: bool = False):
+    concrete = concrete_value(value)
     if isinstance(value, bool) or (
-        _is_concrete(value) and not isinstance(value, numbers.Real) and np.ndim(value) != 0
+        concrete is not None and not isinstance(value, numbers.Real) and concrete.ndim != 0
     ):
         raise ValueError(f"{name} must be a real scalar, got {value!r}")
-    if _is_concrete(value):
-        v = float(value)
+    if concrete is not None:
+        v = float(concrete)
         if not np.isfinite(v):
             raise ValueError(f"{name} must be finite, got {v}")
         if positive and v <= 0:
@@ -149,7 +147,8 @@ def check_inputs(
     _check_scalar("far", far)
     _check_scalar("eps", eps)
     _check_scalar("dist_eps", dist_eps, half=True)
-    if _is_concrete(near) and _is_concrete(far) and float(far) <= float(near):
+    near_value, far_value = concrete_value(near), concrete_value(far)
+    if near_value is not None and far_value is not None and float(far_value) <= float(near_value):
         raise ValueError(f"far must be greater than near, got near={near}, far={far}")
 
     dtype = jnp.result_type(face_vertices.dtype, textures.dtype)
