@@ -1,4 +1,7 @@
-"""Solid voxelisation (surface sampling, flood fill, NMR axis convention) and voxel IoU."""
+"""Solid voxelisation (SoftRas's rule, flood fill, NMR axis convention) and voxel IoU.
+
+``softjax.voxelize`` is compared voxel for voxel with ``tests/voxel_numpy.py``, an independent
+plain NumPy port of SoftRas's ``voxelization``."""
 
 from __future__ import annotations
 
@@ -6,9 +9,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from voxel_numpy import surface_voxels_numpy, surface_voxels_units, to_voxel_units, voxelize_numpy
 
+import softjax
 from softjax.mesh import _icosphere_np, gather_faces
-from softjax.voxel import fill_enclosed, surface_voxels, voxel_iou, voxelize
+from softjax.voxel import (
+    _surface_units,
+    _to_units,
+    _voxelize,
+    fill_enclosed,
+    surface_voxels,
+    voxel_iou,
+    voxelize,
+)
 
 S = 32
 
@@ -55,15 +68,16 @@ def test_sphere_volume():
     # the analytic sphere: radius 0.5 * 31/32 in the unit cube
     analytic = 4 / 3 * np.pi * (0.5 * (S - 1) / S) ** 3
     frac = vox.mean()
-    # occupied = interior + every voxel the surface passes through: the surface voxels stick out
-    # of the sphere by half a voxel on average, ~0.75 voxel^3 per voxel^2 of area (+14% here)
+    # occupied = interior + the surface voxels, which stick out of the sphere by about half a
+    # voxel on average (+14% here)
     assert analytic < frac < 1.2 * analytic
     # exactly: the voxels whose unit cube meets the ball (radius 15.5 about (16, 16, 16))
     c = np.arange(S)
     d = np.maximum(np.maximum(c - 16, 0), 16 - (c + 1)).astype(np.float64)
     meets = d[:, None, None] ** 2 + d[None, :, None] ** 2 + d[None, None, :] ** 2 <= 15.5**2
     assert not np.any(vox & ~meets)  # nothing outside the sphere
-    # a few cubes that the surface only clips near a corner are missed by the sampling
+    # the rule marks voxels around grid lines the surface crosses: a few cubes that it only
+    # clips between grid lines are not marked
     assert np.sum(meets & ~vox) < 0.01 * meets.sum()
     # the solid interior is complete: cubes whose farthest corner is inside
     far = np.maximum(np.abs(c - 16), np.abs(c + 1 - 16)).astype(np.float64)
@@ -174,3 +188,222 @@ def test_voxel_iou():
     np.testing.assert_allclose(voxel_iou(empty, ~empty), 0.0)
     with pytest.raises(ValueError):
         voxel_iou(a, b[:2])
+
+
+# --- voxel for voxel against the NumPy port of SoftRas's voxelization ------------------------
+
+PAD_B, PAD_F = 4, 1280  # every comparison runs at this shape: one compilation for all of them
+
+
+def padded_voxelize(meshes: list[np.ndarray], **kw) -> list[np.ndarray]:
+    """``voxelize`` of each ``[F, 3, 3]`` float32 mesh (``F <= PAD_F``), run as batches of
+    ``PAD_B`` meshes padded with NaN faces (skipped by the rule)."""
+    out = []
+    for i in range(0, len(meshes), PAD_B):
+        batch = np.full((PAD_B, PAD_F, 3, 3), np.nan, np.float32)
+        for j, m in enumerate(meshes[i : i + PAD_B]):
+            batch[j, : len(m)] = m
+        vox = np.asarray(voxelize(batch, S, **kw))
+        out += list(vox[: len(meshes[i : i + PAD_B])])
+    return out
+
+
+def assert_matches_reference(meshes: list[np.ndarray], **kw) -> list[np.ndarray]:
+    got = padded_voxelize(meshes, **kw)
+    for i, (m, g) in enumerate(zip(meshes, got, strict=True)):
+        want = voxelize_numpy(m[None], S)[0]
+        assert np.array_equal(g, want), f"mesh {i}: {np.sum(g != want)} voxels differ"
+    return got
+
+
+def blob(level: int, rng: np.random.Generator, noise: float = 0.0) -> np.ndarray:
+    """A closed star-shaped blob: the icosphere with a random low-frequency radius, anisotropic
+    scale and centre, plus optional per-vertex noise (in world units)."""
+    v, f = _icosphere_np(level)
+    terms = np.stack([v[:, 0], v[:, 1], v[:, 2], v[:, 0] * v[:, 1], v[:, 1] * v[:, 2]], 1)
+    radius = 1 + 0.3 * np.tanh(terms @ rng.normal(size=5))
+    scale = rng.uniform(0.2, 0.4, size=3)
+    verts = v * radius[:, None] * scale + rng.uniform(-0.08, 0.08, size=3)
+    verts = verts + noise * rng.normal(size=verts.shape)
+    return verts[f].astype(np.float32)
+
+
+def test_matches_reference_on_closed_blobs():
+    rng = np.random.default_rng(2)
+    meshes = [blob(2, rng) for _ in range(3)] + [blob(2, rng, noise=1 / 32)]
+    got = assert_matches_reference(meshes)
+    # closed blobs are filled: far more occupied voxels than the surface alone
+    surf = surface_voxels_numpy(meshes[0], S)
+    assert got[0].sum() > 2 * surf.sum()
+
+
+def test_matches_reference_on_triangle_soups():
+    # random triangles from a tenth of a voxel to twice the grid, thin slivers (badly
+    # conditioned projections: whole-grid path), triangles sticking out of the grid, and
+    # non-finite corners (the triangle is skipped, its finite corners still mark their voxel)
+    rng = np.random.default_rng(3)
+    meshes = []
+    for _ in range(3):
+        n = 300
+        centre = rng.uniform(-0.6, 0.6, size=(n, 1, 3))
+        size = np.exp(rng.uniform(np.log(0.1), np.log(64), size=(n, 1, 1))) / 32
+        tris = centre + size * rng.normal(size=(n, 3, 3))
+        sliver = rng.uniform(size=n) < 0.2  # third corner almost on the first edge
+        t = rng.uniform(-0.5, 1.5, size=(n, 1))
+        off = rng.normal(size=(n, 3)) * 10.0 ** rng.uniform(-7, -3, size=(n, 1))
+        tris[sliver, 2] = (tris[:, 0] + t * (tris[:, 1] - tris[:, 0]) + off)[sliver]
+        tris[:3, 1, 0] = [np.nan, np.inf, -np.inf]
+        meshes.append(tris.astype(np.float32))
+    assert_matches_reference(meshes)
+
+
+def exact_world(target: np.ndarray) -> np.ndarray:
+    """float32 world coordinates that map exactly to ``target`` voxel units (the nearest float
+    to ``(target - 16) / 31`` or a neighbour); asserts that one exists for every value."""
+    target = np.asarray(target, np.float32)
+    v = ((target.astype(np.float64) - 16) / 31).astype(np.float32)
+    best = v.copy()
+    for step in (0, 1, -1, 2, -2, 3, -3):
+        cand = v
+        for _ in range(abs(step)):
+            cand = np.nextafter(cand, np.float32(np.sign(step) * np.inf))
+        hit = to_voxel_units(cand, S) == target
+        best = np.where(hit & (to_voxel_units(best, S) != target), cand, best)
+    assert np.array_equal(to_voxel_units(best, S), target), "no exact world coordinate"
+    return best
+
+
+def test_matches_reference_on_grid_aligned_meshes():
+    # corners exactly on integer and half-integer voxel coordinates: columns on edges and
+    # corners (t1 or t2 exactly 0, t1 + t2 exactly 1), depths exactly integer, faces exactly on
+    # grid planes (zero projected determinant) and on voxel boundaries
+    rng = np.random.default_rng(4)
+    meshes = []
+    for step in (1.0, 0.5):
+        grid_pts = rng.integers(2, 30, size=(250, 3, 3)) + (step < 1) * rng.integers(
+            0, 2, size=(250, 3, 3)
+        ) * np.float32(0.5)
+        meshes.append(exact_world(grid_pts.astype(np.float32)))
+    # a box with integer corners, and an octahedron with integer vertices
+    lo, hi = exact_world(np.float32(7)), exact_world(np.float32(24))
+    meshes.append(box(lo, hi))
+    octa_v = exact_world(
+        np.float32(
+            [[16, 16, 5], [16, 16, 27], [5, 16, 16], [27, 16, 16], [16, 5, 16], [16, 27, 16]]
+        )
+    )
+    octa_f = [
+        [0, 2, 4],
+        [0, 4, 3],
+        [0, 3, 5],
+        [0, 5, 2],
+        [1, 4, 2],
+        [1, 3, 4],
+        [1, 5, 3],
+        [1, 2, 5],
+    ]
+    meshes.append(octa_v[np.array(octa_f)])
+    for m in meshes:
+        assert np.all(to_voxel_units(m, S) * 2 == np.round(to_voxel_units(m, S) * 2))
+    got = assert_matches_reference(meshes)
+    # the box [7, 24]^3 in voxel units: the face on the plane c = 7 (or 24) crosses the grid
+    # lines 7..24 of the other two axes at depth 7 (24), and each crossing marks the voxels on
+    # both sides of its line: 6..24; the inside 7..24 is filled
+    want = np.zeros((S, S, S), bool)
+    for axis in range(3):
+        for plane in (7, 24):
+            face = [slice(6, 25)] * 3
+            face[axis] = plane
+            want[tuple(face)] = True
+    want[7:25, 7:25, 7:25] = True
+    np.testing.assert_array_equal(got[2], want.transpose(1, 0, 2)[:, :, ::-1])  # NMR order
+
+
+def test_matches_reference_on_the_template_sphere():
+    mesh = np.asarray(softjax.icosphere(3).face_vertices[0])  # 642 vertices, 1280 faces
+    for scale in (0.5, 0.25):
+        got = assert_matches_reference([mesh * np.float32(scale)])[0]
+        assert got.sum() > 0
+
+
+def test_matches_reference_at_the_grid_border():
+    # a box exactly filling the cube [-0.5, 0.5] (voxel units [0.5, 31.5]: every voxel), one a
+    # little larger (its faces outside the grid: nothing), a sphere centred on a grid corner and
+    # a blob pushed through a face of the grid
+    v, f = _icosphere_np(2)
+    rng = np.random.default_rng(5)
+    meshes = [
+        box(-0.5, 0.5),
+        box(-0.52, 0.52),
+        (v * 0.4 + 0.5)[f].astype(np.float32),
+        blob(2, rng) + np.float32([0.3, 0, 0]),
+    ]
+    got = assert_matches_reference(meshes)
+    assert got[0].all() and not got[1].any() and got[2].any()
+
+
+def test_batch_and_paths_agree():
+    # the same meshes in one batch, alone, through the whole-grid path only (no blocks), and
+    # with few pairs per loop iteration
+    rng = np.random.default_rng(6)
+    meshes = np.stack([blob(2, rng, noise=0.01) for _ in range(3)])  # [3, 320, 3, 3]
+    batch = np.asarray(voxelize(meshes, S))
+    for i in range(3):
+        np.testing.assert_array_equal(batch[i], np.asarray(voxelize(meshes[i : i + 1], S))[0])
+        np.testing.assert_array_equal(batch[i], voxelize_numpy(meshes[i : i + 1], S)[0])
+    whole = np.asarray(_voxelize(jnp.asarray(meshes), S, 1 << 12, ()))
+    np.testing.assert_array_equal(whole, batch)
+    np.testing.assert_array_equal(np.asarray(voxelize(meshes, S, chunk_size=37)), batch)
+
+
+def test_voxel_units_are_rounded_like_the_original():
+    # (v * 31) / 32 + 0.5 then * 32, each rounded: a fused multiply-add or a multiplication by
+    # the reciprocal of 24 would change about a third of these values
+    rng = np.random.default_rng(7)
+    v = rng.uniform(-0.7, 0.7, size=(1, 4096, 3, 3)).astype(np.float32)
+    for size in (32, 24):
+        got = np.asarray(jax.jit(_to_units, static_argnums=1)(jnp.asarray(v), size))
+        np.testing.assert_array_equal(got, to_voxel_units(v, size))
+
+
+def test_columns_exactly_on_edges_with_rounded_products():
+    # Triangles (in voxel units) whose edge from corner 0 passes exactly through an integer
+    # column, at a point where the barycentric numerator y2d xpd - x2d ypd is exactly 0 because
+    # the two products are the same real number, though neither is a float32: unfused, both
+    # round alike and t1 = 0 (the column is inside); a fused multiply-add would leave the
+    # rounding error of one product instead, negative half of the time.
+    rng = np.random.default_rng(8)
+    n = 400
+    col = rng.integers(4, 28, size=(n, 2)).astype(np.float32)
+    direction = rng.integers(1, 8, size=(n, 2)) * rng.choice([-1, 1], size=(n, 2))
+    c = (rng.integers(2**14, 2**16, size=(n, 1)) | 1) / np.float32(2**16)  # 16-bit fractions
+    e = c * rng.uniform(1.5, 3.0, size=(n, 1))
+    e = np.round(e * 2**14) / 2**14  # edge length beyond the column, 14-bit fraction
+    p0 = col - direction * c
+    p2 = p0 + direction * e
+    p1 = p0 + rng.uniform(-3, 3, size=(n, 2))
+    yx = np.stack([p0, p1, p2], 1).astype(np.float32)  # [n, corner, (y, x)]
+    depth = rng.uniform(4, 28, size=(n, 3, 1)).astype(np.float32)
+    on_t2 = rng.uniform(size=n) < 0.5  # also the edge from corner 0 to corner 1 (t2 = 0)
+    yx[on_t2] = yx[on_t2][:, [0, 2, 1]]
+    tris = np.concatenate([yx, depth], axis=2)  # projected along c2: (y, x) = (c0, c1)
+    # the construction is exact, and fusing would matter for many of these columns
+    y0, x0 = tris[:, 0, 0], tris[:, 0, 1]
+    ypd, xpd = col[:, 0] - y0, col[:, 1] - x0
+    assert np.array_equal(ypd.astype(np.float64), col[:, 0].astype(np.float64) - y0)
+    (y1d, x1d), (y2d, x2d) = (tris[:, k, :2].T - np.stack([y0, x0]) for k in (1, 2))
+    n1 = np.where(on_t2, x1d * ypd - y1d * xpd, y2d * xpd - x2d * ypd)  # float32, unfused
+    assert np.all(n1 == 0)
+    exact = np.where(
+        on_t2,
+        x1d.astype(np.float64) * ypd - (y1d * xpd).astype(np.float64),
+        y2d.astype(np.float64) * xpd - (x2d * ypd).astype(np.float64),
+    )
+    assert np.mean(exact != 0) > 0.5
+    batch = np.full((1, 512, 3, 3), np.nan, np.float32)
+    batch[0, :n] = tris
+    got = np.asarray(jax.jit(_surface_units, static_argnums=(1, 2, 3))(batch, S, 1 << 14, (3,)))
+    want = surface_voxels_units(tris, S)
+    np.testing.assert_array_equal(got[0], want)
+    # the columns are inside (t1 or t2 exactly 0): each marks a voxel of its column
+    assert np.all(want[col[:, 0].astype(int), col[:, 1].astype(int)].any(axis=-1))

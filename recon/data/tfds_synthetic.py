@@ -181,8 +181,11 @@ def object_seed(seed: int, split: str, class_id: str) -> int:
 class SyntheticShapes(CodePathMixin, tfds.core.GeneratorBasedBuilder):
     """Procedural shapes of the 13 NMR classes, rendered and voxelized like ``shapenet_nmr``."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Initial release."}
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {
+        "1.0.0": "Initial release.",
+        "1.1.0": "Voxels from softjax.voxelize with SoftRas's exact rule (grid-line crossings).",
+    }
     BUILDER_CONFIGS = [SyntheticShapesConfig(name="default", description="Default sizes.")]
     DEFAULT_CONFIG_NAME = "default"
 
