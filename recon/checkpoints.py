@@ -7,6 +7,12 @@ Layout of a work directory::
     metrics.jsonl        one JSON object per logged step (and per evaluation)
     train_loss.png       the loss curve
     samples/             input / silhouette PNG pairs and demo OBJs
+
+A process killed at any moment (``kill -9`` included) leaves a resumable directory: orbax writes
+each checkpoint to ``<step>.orbax-checkpoint-tmp...`` and renames it when complete (only
+complete ones are listed and restored), ``config.json`` and ``metrics.jsonl`` are replaced
+atomically, and a ``metrics.jsonl`` line cut short by a kill is skipped on resume
+(``tests/test_interrupt.py``).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import ml_collections
 import orbax.checkpoint as ocp
 
 from recon.models import ModelSpec, model_spec
+from recon.records import write_atomic
 from recon.state import TrainState, init_state
 
 CONFIG_FILE = "config.json"
@@ -30,7 +37,8 @@ def save_config(workdir: str | Path, config: ml_collections.ConfigDict) -> None:
     """Writes ``config`` to ``workdir/config.json``."""
     path = Path(workdir) / CONFIG_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
+    # atomic: a run killed while writing it must still be resumable (its config is checked)
+    write_atomic(path, config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
 
 
 def load_config(workdir: str | Path) -> ml_collections.ConfigDict:

@@ -25,13 +25,17 @@ class MetricsLog:
         self.records: list[dict[str, Any]] = []
         if self.path.is_file():
             for line in self.path.read_text().splitlines():
-                if line.strip():
-                    record = json.loads(line)
-                    if record.get("step", 0) <= start_step:
-                        self.records.append(record)
+                try:
+                    record = json.loads(line) if line.strip() else None
+                except json.JSONDecodeError:
+                    # a line cut short by a kill -9 during the append: its step is after the
+                    # checkpoint (records are written before the checkpoint of their step)
+                    continue
+                if record is not None and record.get("step", 0) <= start_step:
+                    self.records.append(record)
         if write:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.path.write_text("".join(json.dumps(r) + "\n" for r in self.records))
+            write_atomic(self.path, "".join(json.dumps(r) + "\n" for r in self.records))
 
     def append(self, record: dict[str, Any]) -> None:
         self.records.append(record)
@@ -41,6 +45,15 @@ class MetricsLog:
 
     def train_records(self) -> list[dict[str, Any]]:
         return [r for r in self.records if "loss" in r]
+
+
+def write_atomic(path: str | Path, text: str) -> None:
+    """Writes ``text`` to ``path`` through a temporary file and a rename, so that a process
+    killed at any moment leaves either the old or the new file, never half of one."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
 
 
 def plot_loss(records: list[dict[str, Any]], path: str | Path) -> None:

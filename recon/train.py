@@ -14,17 +14,30 @@ silhouette IoU loss + Laplacian + flatten (+ the colour loss of the shading vari
   host then reads its rows of every batch.
 * Exact resume: batch ``k`` is a pure function of ``(seed, k)`` and the checkpoint holds the
   whole state, so a resumed run repeats the uninterrupted one. Orbax checkpoints every
-  ``checkpoint_every`` steps (the last ``keep_checkpoints`` are kept), at the end, and on Ctrl-C
-  / SIGTERM before exiting.
+  ``checkpoint_every`` steps (the last ``keep_checkpoints`` are kept) and at the end; orbax
+  writes each to a temporary directory and renames it, so a ``kill -9`` at any moment leaves the
+  previous checkpoints intact and the same command resumes from the newest complete one.
+* Ctrl-C / SIGTERM (:mod:`recon.interrupt`): a signal never raises into JAX. During start-up
+  (dataset build, restore, compile of the first step) nothing would be lost and the command
+  exits at once (130 / 143); once a step has been trained the signal is a flag, checked between
+  steps: the checkpoint of the last completed step is saved, and the command exits 130 / 143. A
+  second signal exits at once without saving.
 * Records in the work directory: ``config.json``, ``metrics.jsonl``, ``train_loss.png``,
   ``samples/step_*.png`` (inputs above rendered silhouettes) and ``samples/step_*.obj``.
 """
 
+# ruff: noqa: E402  (the signal handlers are installed before the heavy imports)
+
 from __future__ import annotations
 
-import signal
+from recon import interrupt
+
+# Installed before JAX is imported: Ctrl-C at any moment of `python -m recon.train` is handled.
+_INTERRUPTS = interrupt.install("recon.train") if __name__ == "__main__" else None
+
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -119,7 +132,11 @@ def _check_resumable(workdir: Path, config: Any) -> None:
         saved = checkpoints.load_config(workdir)
     except FileNotFoundError:
         return
-    if model_spec(saved) != model_spec(config) or saved.dataset != config.dataset:
+    # the architecture only: the backend and the initialisation may differ on resume
+    if (
+        model_spec(saved).architecture() != model_spec(config).architecture()
+        or saved.dataset != config.dataset
+    ):
         raise ValueError(
             f"{workdir} holds a run with a different model or dataset (see its config.json); "
             "use another --workdir"
@@ -160,13 +177,24 @@ class _Samples:
         save_obj(self.folder / f"step_{step:07d}.obj", mesh, save_texture=colors is not None)
 
 
-def train_and_evaluate(config: Any, workdir: str | Path) -> dict[str, Any]:
+def train_and_evaluate(
+    config: Any, workdir: str | Path, interrupts: interrupt.Interrupts | None = None
+) -> dict[str, Any]:
     """Trains (or resumes) the run in ``workdir``; returns the last metrics record.
 
     Args:
       config: an ml_collections config (see ``configs/softras.py`` for every field).
       workdir: where checkpoints and records go; a work directory with a checkpoint resumes.
+      interrupts: the installed signal handling of the command line (:mod:`recon.interrupt`):
+        the loop marks itself dirty once a step is trained and stops between steps when a
+        signal arrived. None (library use): signals keep their handlers; a
+        ``KeyboardInterrupt`` raised in the loop still saves a checkpoint.
+
+    Raises:
+      KeyboardInterrupt (:class:`recon.interrupt.Interrupted` for a signal), after saving the
+      checkpoint of the last completed step.
     """
+    stop: Callable[[], None] = interrupts.check if interrupts else (lambda: None)
     if config.distributed:
         jax.distributed.initialize()
     workdir = Path(workdir)
@@ -212,7 +240,6 @@ def train_and_evaluate(config: Any, workdir: str | Path) -> dict[str, Any]:
         _Evaluator(config, spec, workdir) if (config.eval_every or config.final_eval) else None
     )
 
-    previous_handler = signal.signal(signal.SIGTERM, _raise_interrupt)
     bar = tqdm(
         total=config.num_steps,
         initial=start,
@@ -231,7 +258,11 @@ def train_and_evaluate(config: Any, workdir: str | Path) -> dict[str, Any]:
         ):
             state, terms = train_step(state, _global_batch(mesh, local_batch, config.batch_size))
             step += 1
-            terms = {k: float(v) for k, v in terms.items()}
+            terms = {k: float(v) for k, v in terms.items()}  # waits for the step
+            if interrupts and step == start + 1:
+                # From now on the process holds a step that is not on disk: a signal only sets
+                # the flag (until now it ended the process at once, start-up has nothing to save)
+                interrupts.set_dirty(True)
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0.0) + v
             count += 1
@@ -247,29 +278,34 @@ def train_and_evaluate(config: Any, workdir: str | Path) -> dict[str, Any]:
                 if lead:
                     plot_loss(log.train_records(), workdir / LOSS_PLOT)
                 sums, count, t_log = {}, 0, time.perf_counter()
+            stop()  # a signal: skip the side work, save this step and exit
             t_side = time.perf_counter()  # side work is left out of steps_per_sec
             if step % config.checkpoint_every == 0:
                 checkpoints.save(mngr, state)
             if lead and step % config.sample_every == 0:
                 samples.write(state, local_batch, step)
             if evaluator and config.eval_every and step % config.eval_every == 0:
-                log.append(evaluator(state, step))
+                log.append(evaluator(state, step, stop))
             t_log += time.perf_counter() - t_side
+            stop()
         checkpoints.save(mngr, state, force=True)
         mngr.wait_until_finished()
+        stop()  # a signal during the last save: it is on disk now, exit as interrupted
     except KeyboardInterrupt:
         bar.close()
         checkpoints.save(mngr, state, force=True)
         mngr.wait_until_finished()
+        mngr.close()
         print(
             f"\nrecon.train: interrupted; saved the checkpoint of step {int(state.step)} in "
-            f"{workdir}. Run the same command again to resume.",
+            f"{workdir / checkpoints.CHECKPOINT_DIR}. Run the same command again to resume.",
             file=sys.stderr,
         )
         raise
     finally:
-        signal.signal(signal.SIGTERM, previous_handler)
         bar.close()
+    if interrupts:
+        interrupts.set_dirty(False)  # everything is saved: the final evaluation may be cut
     if (
         evaluator
         and config.final_eval
@@ -278,10 +314,6 @@ def train_and_evaluate(config: Any, workdir: str | Path) -> dict[str, Any]:
         log.append(evaluator(state, step))
     mngr.close()
     return log.records[-1] if log.records else record
-
-
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt(f"signal {signum}")
 
 
 class _Evaluator:
@@ -300,7 +332,11 @@ class _Evaluator:
         )
         self.predictor = Predictor(spec, {}, batch_size=int(config.eval_batch_size))
 
-    def __call__(self, state: TrainState, step: int) -> dict[str, Any]:
+    def __call__(
+        self, state: TrainState, step: int, stop: Callable[[], None] | None = None
+    ) -> dict[str, Any]:
+        """The evaluation record of ``state``; ``stop`` is called between batches (it raises to
+        abandon the evaluation when a signal arrived)."""
         from recon.eval import evaluate, format_table
 
         self.predictor.variables = jax.device_get(state.variables)
@@ -310,6 +346,7 @@ class _Evaluator:
             batch_size=int(self.config.eval_batch_size),
             max_objects=int(self.config.eval_max_objects),
             progress=False,
+            stop=stop,
         )
         if jax.process_index() == 0:
             print(
@@ -327,6 +364,7 @@ class _Evaluator:
 def main(argv: list[str]) -> None:
     from absl import flags, logging
 
+    interrupts = _INTERRUPTS or interrupt.install("recon.train")
     if len(argv) > 1:
         raise app_usage_error(f"unexpected arguments: {argv[1:]}")
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
@@ -334,7 +372,9 @@ def main(argv: list[str]) -> None:
     config = flags.FLAGS.config
     workdir = flags.FLAGS.workdir or str(Path("runs") / config.name)
     try:
-        train_and_evaluate(config, workdir)
+        train_and_evaluate(config, workdir, interrupts)
+    except interrupt.Interrupted as e:  # the checkpoint is saved and the message printed
+        sys.exit(e.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
     except (FileNotFoundError, ValueError) as e:  # missing data, bad config: the message says it

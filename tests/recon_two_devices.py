@@ -1,5 +1,6 @@
 """One training step on one device and on two (a separate process: XLA_FLAGS must be set before
-JAX starts). Usage: python tests/recon_two_devices.py DATA_DIR; prints JSON."""
+JAX starts). Usage: python tests/recon_two_devices.py DATA_DIR OUT.json; writes the results to
+OUT.json and a line per phase to stderr (the test's evidence of progress)."""
 
 import json
 import os
@@ -20,7 +21,8 @@ from recon.models import model_spec  # noqa: E402
 from recon.state import init_state  # noqa: E402
 
 
-def main(data_dir: str) -> None:
+def main(data_dir: str, out_path: str) -> None:
+    """Runs both steps and writes ``out_path``."""
     assert jax.device_count() == 2, jax.devices()
     # plain SGD with rate 1: the parameter change is minus the gradient (Adam's first steps
     # would amplify rounding noise in near-zero gradients to +-lr)
@@ -38,8 +40,10 @@ def main(data_dir: str) -> None:
         gbatch = train._global_batch(mesh, batch, config.batch_size)
         assert len(gbatch["images_a"].sharding.device_set) == n
         before = jax.device_get(state.params)
+        print(f"{n} device(s): compiling and running the step", file=sys.stderr, flush=True)
         state, terms = step(state, gbatch)
         after = jax.device_get(state.params)
+        print(f"{n} device(s): done", file=sys.stderr, flush=True)
         grads = jax.tree.map(lambda a, b: np.asarray(a, np.float64) - b, before, after)
         stats = jax.device_get(state.batch_stats)
         out[n] = {
@@ -50,8 +54,9 @@ def main(data_dir: str) -> None:
             },
             "batch_stats": [np.asarray(x).ravel().tolist() for x in jax.tree.leaves(stats)],
         }
-    print(json.dumps(out))
+    with open(out_path, "w") as f:
+        json.dump(out, f)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], sys.argv[2])

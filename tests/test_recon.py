@@ -27,6 +27,8 @@ from recon.state import init_state, learning_rate, sigma
 from softjax.mesh import deform_vertices, icosphere_arrays
 
 ROOT = Path(__file__).resolve().parents[1]
+# A subprocess that prints nothing for this long is stuck (each phase prints; see _wait_exit).
+IDLE_S = 900.0
 
 
 @pytest.fixture(scope="module")
@@ -246,34 +248,44 @@ def test_resume_and_interruption_equal_an_uninterrupted_run(
         np.testing.assert_array_equal(a, b)
 
 
+def _wait_exit(proc: subprocess.Popen, log: Path, idle_s: float = IDLE_S) -> int:
+    """Waits for ``proc`` to exit; fails only if its log (stdout and stderr) has not grown for
+    ``idle_s`` seconds (stuck), never because a busy machine makes the whole run slow."""
+    size, last = -1, time.monotonic()
+    while proc.poll() is None:
+        now_size = log.stat().st_size if log.is_file() else 0
+        if now_size != size:
+            size, last = now_size, time.monotonic()
+        elif time.monotonic() - last > idle_s:
+            proc.kill()
+            proc.wait()
+            pytest.fail(f"no output for {idle_s} s:\n{log.read_text(errors='replace')[-3000:]}")
+        time.sleep(0.2)
+    return proc.returncode
+
+
 def test_ctrl_c_saves_a_checkpoint(data_dir, tmp_path):
+    from bench import sigint_stress as stress
+
     workdir = tmp_path / "run"
-    cmd = [
-        sys.executable,
-        "-m",
-        "recon.train",
-        "--config",
-        str(ROOT / "configs" / "tiny.py"),
-        "--workdir",
-        str(workdir),
-        f"--config.data_dir={data_dir}",
-        "--config.num_steps=100000",
-        "--config.checkpoint_every=100000",
-        "--config.sample_every=100000",
-    ]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.time() + 240
-    metrics = workdir / "metrics.jsonl"
-    while time.time() < deadline and proc.poll() is None:
-        if metrics.is_file() and len(metrics.read_text().splitlines()) >= 2:
-            break
-        time.sleep(0.5)
-    assert proc.poll() is None, proc.communicate()
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
-    err = err.decode()
-    assert proc.returncode == 130, err[-2000:]
-    assert "interrupted; saved the checkpoint of step" in err
+    cmd = stress.train_command(
+        workdir, data_dir, num_steps=100000, checkpoint_every=100000, sample_every=100000
+    )
+    log = tmp_path / "log.txt"
+    with log.open("wb") as out:  # a file, not a pipe: tqdm's output can never block the run
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            # the event: two trained steps in metrics.jsonl (the safety only catches a hang)
+            assert stress.wait_for(lambda: len(stress.logged_steps(workdir)) >= 2, proc, 3600)
+            assert proc.poll() is None, log.read_text()[-3000:]
+            proc.send_signal(signal.SIGINT)
+            code = _wait_exit(proc, log)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    err = log.read_text()
+    assert code == 130, err[-2000:]
+    assert "interrupted; saved the checkpoint of step" in err and "Traceback" not in err
     steps = [int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()]
     assert len(steps) == 1 and steps[0] >= 2
     assert _params(workdir)[1] == steps[0]
@@ -286,19 +298,25 @@ def test_resume_refuses_a_different_model(trained, data_dir):
         train.train_and_evaluate(config, trained)
 
 
-def test_one_and_two_devices_agree(data_dir):
+def test_one_and_two_devices_agree(data_dir, tmp_path):
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "tests" / "recon_two_devices.py"), data_dir],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    res = json.loads(out.stdout.strip().splitlines()[-1])
+    log, result = tmp_path / "log.txt", tmp_path / "result.json"
+    with log.open("wb") as out:  # the script reports each phase there (see _wait_exit)
+        proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "tests" / "recon_two_devices.py"), data_dir, str(result)],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            code = _wait_exit(proc, log)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert code == 0, log.read_text()[-3000:]
+    res = json.loads(result.read_text())
     one, two = res["1"], res["2"]
     for k in ("loss", "iou_loss", "laplacian", "flatten"):
         assert one["terms"][k] == pytest.approx(two["terms"][k], rel=1e-5), k
