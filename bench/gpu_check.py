@@ -370,13 +370,15 @@ def train_step(smoke: bool, budget_end: float | None) -> dict:
 # ---------------------------------------------------------------- 5. training
 
 
-def training(smoke: bool, workdir: Path, s_per_step: float | None, seconds: float) -> dict:
+def training(
+    smoke: bool, workdir: Path, data_dir: str | None, s_per_step: float | None, seconds: float
+) -> dict:
     from recon import eval as recon_eval
     from recon.data.loader import load_split
     from recon.train import train_and_evaluate
 
     config = _load_config("tiny" if smoke else "quickstart")
-    config.data_dir = str(workdir / "tensorflow_datasets")
+    config.data_dir = data_dir or str(workdir / "tensorflow_datasets")
     if not smoke:
         config.batch_size = 64
     t0 = time.perf_counter()
@@ -548,6 +550,12 @@ def main(argv: list[str] | None = None) -> int:
         "temporary folder)",
     )
     p.add_argument(
+        "--data-dir",
+        default=None,
+        help="TFDS directory of the training section's dataset (default: WORKDIR/"
+        "tensorflow_datasets; an already prepared one is reused)",
+    )
+    p.add_argument(
         "--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {SECTIONS}"
     )
     args = p.parse_args(argv)
@@ -585,7 +593,8 @@ def main(argv: list[str] | None = None) -> int:
             # the 'auto' path is what training uses; either backend's time is a fair estimate
             seconds = min(TRAIN_SECONDS, max(run.remaining() - 90.0, 20.0))
             workdir = Path(args.workdir or tempfile.mkdtemp(prefix="softjax_gpu_check_"))
-            run.section(name, training, args.smoke, workdir, max(times) if times else None, seconds)
+            s_per_step = max(times) if times else None
+            run.section(name, training, args.smoke, workdir, args.data_dir, s_per_step, seconds)
     with run.lock:
         run.summary["finished"] = True
         run.write()

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import itertools
+import os
 
 import jax
 import numpy as np
@@ -84,3 +86,21 @@ def x64():
 def float64():
     with x64():
         yield
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory) -> str:
+    """TFDS directory of the tiny ``synthetic_shapes`` of ``configs/tiny.py`` (every split),
+    built once per test run: the xdist workers of a run share it (the first to get the lock
+    builds it, the others then find it prepared)."""
+    from configs import tiny
+    from recon.data.loader import load_split
+
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # the run's folder
+    directory = root / "tfds_tiny"
+    with open(root / "tfds_tiny.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        config = tiny.get_config()
+        load_split(config.dataset, "train", directory, **dict(config.dataset_kwargs))
+    return str(directory)

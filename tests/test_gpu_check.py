@@ -12,7 +12,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_gpu_check_smoke_runs_every_section(tmp_path):
+def test_gpu_check_smoke_runs_every_section(tmp_path, data_dir):
     out = tmp_path / "out"
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     env.pop("SOFTJAX_BACKEND", None)
@@ -25,6 +25,8 @@ def test_gpu_check_smoke_runs_every_section(tmp_path):
             str(out),
             "--workdir",
             str(tmp_path / "work"),
+            "--data-dir",
+            data_dir,  # the tests' tiny dataset, as the smoke's training section uses
         ],
         cwd=tmp_path,
         env=env,

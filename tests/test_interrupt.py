@@ -31,14 +31,6 @@ OVERRIDES = dict(num_steps=12, checkpoint_every=5, sample_every=4, decay_step=8)
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("tfds_interrupt")
-    config = tiny.get_config()
-    load_split(config.dataset, "train", directory, **dict(config.dataset_kwargs))
-    return directory
-
-
-@pytest.fixture(scope="module")
 def out(tmp_path_factory):
     """The folder of the reference run and of the compilation cache shared by the tests."""
     return tmp_path_factory.mktemp("interrupt_runs")

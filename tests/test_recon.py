@@ -31,15 +31,6 @@ ROOT = Path(__file__).resolve().parents[1]
 IDLE_S = 900.0
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("tfds_recon")
-    config = tiny.get_config()
-    for split in ("train", "test"):
-        load_split(config.dataset, split, directory, **dict(config.dataset_kwargs))
-    return str(directory)
-
-
 def tiny_config(data_dir, **changes):
     config = tiny.get_config()
     config.data_dir = data_dir

@@ -35,15 +35,6 @@ from softjax.io_obj import load_obj
 from softjax.mesh import Mesh
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("tfds_oracles")
-    config = tiny.get_config()
-    for split in ("train", "test"):
-        load_split(config.dataset, split, directory, **dict(config.dataset_kwargs))
-    return str(directory)
-
-
 def tiny_config(data_dir, **changes):
     config = tiny.get_config()
     config.data_dir = data_dir
