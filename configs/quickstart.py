@@ -20,6 +20,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.batch_size = 8
     config.num_steps = 400
     config.learning_rate = 3e-4  # 1e-4 (the original's) reaches a mean IoU of 36.6, 3e-4: 41.0
+    # Flax's initialisation: after these 400 steps the mean IoU is 40.7, against 36.9 when
+    # starting as the PyTorch original does (the softras config's choice, for fidelity)
+    config.model.param_init = "flax"
     config.decay_step = 300
     config.log_every = 10
     config.checkpoint_every = 100
