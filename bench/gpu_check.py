@@ -66,11 +66,10 @@ MODES = list(
         ("surface", "vertex"),
     )
 )
-# the smoke run: every dist_func, rgb and alpha aggregation and texture type once
+# the smoke run (is the script sound?): both texture types and both rgb aggregations
 SMOKE_MODES = [
     ("euclidean", "softmax", "prod", "surface"),
     ("barycentric", "hard", "sum", "vertex"),
-    ("hard", "softmax", "hard", "surface"),
 ]
 
 
@@ -321,8 +320,8 @@ def benchmark(smoke: bool, budget_end: float | None) -> dict:
 
     on_gpu = jax.default_backend() == "gpu"
     cases = bench_gpu.make_cases(smoke)
-    if smoke:  # the interpreter is slow: the smallest sphere and the reconstruction batch
-        cases = [cases[0], cases[-1]]
+    if smoke:  # the interpreter is slow: the (small) reconstruction batch only
+        cases = [cases[-1]]
     cfg = sj.PallasConfig(interpret=not on_gpu)
     rows = bench_gpu.benchmark(cases, [cfg], 1 if smoke else 10, deadline=budget_end)
     failures = [f"{r['case']} {r['backend']}: {r['error']}" for r in rows if "error" in r]
@@ -394,7 +393,7 @@ def training(
     config.decay_step = int(0.75 * steps)
     config.log_every = max(steps // 20, 1)
     config.checkpoint_every = steps
-    config.sample_every = steps
+    config.sample_every = steps + 1 if smoke else steps  # the smoke run skips the sample renders
     config.final_eval = False
     config.eval_every = 0
     run_dir = workdir / "run"

@@ -17,6 +17,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.encoder_channels = (4, 8, 8)
     config.model.encoder_hidden = (32, 32, 16)
     config.model.decoder_hidden = (32, 32)
+    config.model.param_init = "flax"  # as the quickstart: learns faster in a few steps
     config.batch_size = 4
     config.num_steps = 6
     config.learning_rate = 1e-3

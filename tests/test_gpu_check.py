@@ -44,7 +44,7 @@ def test_gpu_check_smoke_runs_every_section(tmp_path, data_dir):
     env_info = sections["environment"]["result"]
     assert env_info["versions"]["jax"] and env_info["devices"]
     cor = sections["correctness"]["result"]
-    assert cor["modes_checked"] >= 3 and cor["modes_failed"] == 0
+    assert cor["modes_checked"] >= 2 and cor["modes_failed"] == 0
     for row in cor["rows"]:  # the kernels (interpreted) and XLA agree with the reference
         assert row["ok"] and row["pallas_fwd_max_diff"] <= cor["tolerances"]["forward_atol"]
     assert cor["auto"] and all(a["backend"] == "xla" for a in cor["auto"])  # not a GPU here
