@@ -104,3 +104,14 @@ def data_dir(tmp_path_factory) -> str:
         config = tiny.get_config()
         load_split(config.dataset, "train", directory, **dict(config.dataset_kwargs))
     return str(directory)
+
+
+def tiny_config(data_dir: str, **changes):
+    """``configs/tiny.py`` reading the dataset in ``data_dir``, with ``changes`` applied."""
+    from configs import tiny
+
+    config = tiny.get_config()
+    config.data_dir = data_dir
+    for k, v in changes.items():
+        config[k] = v
+    return config

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import tiny_config
 
 from configs import quickstart, shading, softras, tiny
 from recon import checkpoints, reconstruct, train
@@ -29,14 +30,6 @@ from softjax.mesh import deform_vertices, icosphere_arrays
 ROOT = Path(__file__).resolve().parents[1]
 # A subprocess that prints nothing for this long is stuck (each phase prints; see _wait_exit).
 IDLE_S = 900.0
-
-
-def tiny_config(data_dir, **changes):
-    config = tiny.get_config()
-    config.data_dir = data_dir
-    for k, v in changes.items():
-        config[k] = v
-    return config
 
 
 @pytest.fixture(scope="module")

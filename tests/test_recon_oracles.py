@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from conftest import tiny_config
 
 from configs import tiny
 from recon import checkpoints, reconstruct, train
@@ -33,14 +34,6 @@ from recon.models import model_spec, render_views
 from recon.state import learning_rate, make_optimizer
 from softjax.io_obj import load_obj
 from softjax.mesh import Mesh
-
-
-def tiny_config(data_dir, **changes):
-    config = tiny.get_config()
-    config.data_dir = data_dir
-    for k, v in changes.items():
-        config[k] = v
-    return config
 
 
 @pytest.fixture(scope="module")
