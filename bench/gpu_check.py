@@ -245,6 +245,7 @@ def correctness(smoke: bool, budget_end: float | None) -> dict:
             background_color=(0.2, 0.3, 0.4),
         )
         row: dict[str, Any] = {"mode": [dist, rgb, alpha, tex]}
+        started = time.perf_counter()
         try:
             ref_img, ref_g = _value_and_grads(fv, t, weights, "reference", kw)
             scales = [max(float(np.abs(g).max()), 1.0) for g in ref_g]
@@ -266,6 +267,7 @@ def correctness(smoke: bool, budget_end: float | None) -> dict:
         except Exception as e:  # e.g. a kernel that does not lower: record, go on
             row["ok"] = False
             row["error"] = f"{type(e).__name__}: {e}"[:600]
+        row["seconds"] = round(time.perf_counter() - started, 2)  # mostly compilation
         if not row["ok"]:
             failures.append(f"{'/'.join(row['mode'])}: {row.get('error', 'tolerance')}")
         rows.append(row)
@@ -275,7 +277,7 @@ def correctness(smoke: bool, budget_end: float | None) -> dict:
             print(
                 f"{dist:>11} {rgb:>7} {alpha:>5} {tex:>7} {row['xla_fwd_max_diff']:>8.1e} "
                 f"{row['pallas_fwd_max_diff']:>8.1e} {row['xla_grad_rel_diff']:>9.1e} "
-                f"{row['pallas_grad_rel_diff']:>9.1e}  {row['ok']}",
+                f"{row['pallas_grad_rel_diff']:>9.1e}  {row['ok']}  {row['seconds']} s",
                 flush=True,
             )
     # backend='auto' per option set: the self-checking dispatch decides (on a GPU) and reports
@@ -284,6 +286,7 @@ def correctness(smoke: bool, budget_end: float | None) -> dict:
         if budget_end is not None and time.perf_counter() > budget_end:
             break
         t = surface if tex == "surface" else vertex
+        started = time.perf_counter()
         try:
             sj.soft_rasterize(
                 fv,
@@ -295,6 +298,7 @@ def correctness(smoke: bool, budget_end: float | None) -> dict:
                 texture_type=tex,
                 backend="auto",
             ).block_until_ready()
+            print(f"auto {dist}/{rgb}/{alpha}/{tex}: {time.perf_counter() - started:.1f} s")
         except Exception as e:  # 'auto' must never raise: that is a failure of the check
             failures.append(f"auto {dist}/{rgb}/{alpha}/{tex} raised {type(e).__name__}: {e}")
     for options, decision in sj.backend_report().items():
@@ -557,7 +561,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {SECTIONS}"
     )
+    p.add_argument(
+        "--budget",
+        action="append",
+        default=[],
+        metavar="SECTION=SECONDS",
+        help=f"override a section's time budget (repeatable; defaults {BUDGETS})",
+    )
     args = p.parse_args(argv)
+    budgets = dict(BUDGETS)
+    for item in args.budget:
+        name, _, value = item.partition("=")
+        try:
+            seconds = float(value)
+        except ValueError:
+            seconds = -1.0
+        if name not in BUDGETS or seconds <= 0:
+            p.error(f"--budget {item!r}: expected SECTION=SECONDS, SECTION one of {list(BUDGETS)}")
+        budgets[name] = seconds
     wanted = [x for x in args.sections.split(",") if x]
     unknown = sorted(set(wanted) - set(SECTIONS))
     if unknown:
@@ -572,7 +593,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     def budget(name: str) -> float | None:
-        return None if args.smoke else time.perf_counter() + BUDGETS[name]
+        return None if args.smoke else time.perf_counter() + budgets[name]
 
     for name in SECTIONS:
         if name not in wanted:

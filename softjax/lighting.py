@@ -82,8 +82,10 @@ def light_intensity(normals: jax.Array, lights: Lights) -> jax.Array:
     co = batched(lights.colors, 2)
     di = batched(lights.directions, 2)
     light = (ai[:, None] * ac)[:, None, :]  # [B, 1, 3]
-    cos = jax.nn.relu(jnp.einsum("bnk,blk->bnl", normals, di))  # [B, N, L]
-    light = light + jnp.einsum("bnl,bl,blc->bnc", cos, it, co)
+    # HIGHEST: not TF32 on GPUs, whose rounding (about 5e-4) would show in the shading
+    exact = jax.lax.Precision.HIGHEST
+    cos = jax.nn.relu(jnp.einsum("bnk,blk->bnl", normals, di, precision=exact))  # [B, N, L]
+    light = light + jnp.einsum("bnl,bl,blc->bnc", cos, it, co, precision=exact)
     return jnp.broadcast_to(light, normals.shape)
 
 

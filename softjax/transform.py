@@ -13,6 +13,8 @@ import jax.numpy as jnp
 
 _NORM_EPS = 1e-5  # F.normalize(eps=1e-5) in SoftRas: x / max(|x|, eps)
 _PROJ_EPS = 1e-5  # x / (z + eps) in the projection camera
+# camera matrices in float32, not TF32 (XLA's default on GPUs moves vertices by about 5e-4)
+_EXACT = jax.lax.Precision.HIGHEST
 
 
 def _normalize(v: jax.Array, eps: float = _NORM_EPS) -> jax.Array:
@@ -66,7 +68,7 @@ def _rotate(vertices, eye, z_axis, up):
     r = jnp.stack([x_axis, y_axis, z_axis], axis=1)  # [B, 3, 3], rows x, y, z
     b = vertices.shape[0]
     flat = vertices.reshape(b, -1, 3) - eye[:, None, :]
-    return jnp.einsum("bij,bvj->bvi", r, flat).reshape(vertices.shape)
+    return jnp.einsum("bij,bvj->bvi", r, flat, precision=_EXACT).reshape(vertices.shape)
 
 
 def look_at(vertices, eye, at=(0.0, 0.0, 0.0), up=(0.0, 1.0, 0.0)) -> jax.Array:
@@ -154,7 +156,7 @@ def projection(vertices, P, dist_coeffs=None, orig_size=512) -> jax.Array:
         raise ValueError(f"dist_coeffs must have shape [B, 5] or [5], got {dc.shape}")
     dc = jnp.broadcast_to(dc, (b, 5))
     hom = jnp.concatenate([v, jnp.ones_like(v[..., :1])], -1)
-    p = jnp.einsum("bij,bvj->bvi", P, hom)
+    p = jnp.einsum("bij,bvj->bvi", P, hom, precision=_EXACT)
     x, y, z = p[..., 0], p[..., 1], p[..., 2]
     x_ = x / (z + _PROJ_EPS)
     y_ = y / (z + _PROJ_EPS)

@@ -27,6 +27,7 @@ TEXTURE_TYPES = ("surface", "vertex")
 _DET_EPS = 1e-10  # |det| of the barycentric matrix is pushed to at least this (spec section 2)
 _Z_EPS = 1e-10  # guards 1/z for vertices exactly at z = 0 (keeps gradients finite)
 _ONE_HOT_TEXELS = 16  # surface textures with at most this many texels are sampled by one-hot
+_EXACT = jax.lax.Precision.HIGHEST  # float32 contractions in float32, not TF32 (face_color)
 _WSUM_EPS = 1e-5  # floor of sum(clip(w, 0, 1)) before normalising (spec section 2)
 
 
@@ -320,8 +321,10 @@ def face_color(w_clip, textures, texture_type: str):
                 col = jnp.where(texel == t, textures[t][c], col)
             out.append(col)
         return tuple(out)
+    # HIGHEST: on GPUs XLA's default float32 contraction rounds its operands to TF32 (about
+    # 3e-4 off in a colour); these are exact float32 sums, like the kernels' and SoftRas's
     if texture_type == "vertex":
-        return jnp.einsum("...k,...kc->...c", w_clip, textures)
+        return jnp.einsum("...k,...kc->...c", w_clip, textures, precision=_EXACT)
     num_texels = textures.shape[-2]
     res = int(round(num_texels**0.5))
     texel = _texel_index(w_clip[..., 0], w_clip[..., 1], w_clip[..., 2], res, num_texels)
@@ -329,5 +332,5 @@ def face_color(w_clip, textures, texture_type: str):
         # a one-hot contraction: its transpose (the texture gradient) is another contraction
         # instead of a scatter, which is much faster on CPUs
         onehot = (texel[..., None] == jnp.arange(num_texels)).astype(textures.dtype)
-        return jnp.einsum("...t,...tc->...c", onehot, textures)
+        return jnp.einsum("...t,...tc->...c", onehot, textures, precision=_EXACT)
     return jnp.take_along_axis(textures, texel[..., None, None], axis=-2)[..., 0, :]
