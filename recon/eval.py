@@ -31,9 +31,10 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from recon.data.classes import CLASS_NAMES, SOFTRAS_IOU, SOFTRAS_MEAN_IOU
+from recon.data.classes import CLASS_NAMES
 from recon.data.loader import SplitSource, eval_batches
 from recon.inference import Predictor
+from recon.protocol import SOFTRAS_IOU, SOFTRAS_MEAN_IOU
 from softjax.io_obj import save_obj
 from softjax.voxel import voxel_iou, voxelize
 

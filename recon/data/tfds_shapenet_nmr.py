@@ -42,17 +42,19 @@ import tensorflow_datasets as tfds
 from etils import epath
 
 from recon.data.classes import CLASS_IDS, CLASS_NAMES, CLASSES  # noqa: E402, F401
+from recon.protocol import (  # noqa: F401 (re-exported: the dataset modules' importers)
+    AZIMUTH_STEP,
+    DISTANCE,
+    ELEVATION,
+    IMAGE_SIZE,
+    NUM_VIEWS,
+    VIEWING_ANGLE,
+    VOXEL_SIZE,
+    view_azimuths,
+    view_eyes,
+)
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
-
-# Rendering protocol.
-NUM_VIEWS = 24
-IMAGE_SIZE = 64
-VOXEL_SIZE = 32
-DISTANCE = 2.732
-ELEVATION = 30.0
-AZIMUTH_STEP = -15.0  # view k is at azimuth -15 * k degrees
-VIEWING_ANGLE = 15.0
 
 MANUAL_DOWNLOAD_INSTRUCTIONS = """\
 This dataset is not downloaded automatically. Get the NMR / SoftRas "mesh_reconstruction"
@@ -82,28 +84,6 @@ class MissingFilesError(FileNotFoundError):
             f"{len(self.missing)} file(s) of the shapenet_nmr dataset are missing from the "
             f"manual directory {directory}:\n{shown}{more}\n\n{instructions}"
         )
-
-
-def view_azimuths(views: Any) -> np.ndarray:
-    """Azimuths in degrees (float32, shape of ``views``) of the protocol's views ``0..23``."""
-    return np.asarray(views, np.float32) * np.float32(AZIMUTH_STEP)
-
-
-def view_eyes(views: Any) -> np.ndarray:
-    """Camera positions ``[..., 3]`` float32 of views ``views`` (int array, values 0..23).
-
-    Same formula as :func:`softjax.get_points_from_angles` (``(d cos e sin a, d sin e,
-    -d cos e cos a)``) with ``d = 2.732``, ``e = 30`` degrees, ``a = -15 * view`` degrees,
-    computed in NumPy so data loading does not touch the accelerator.
-    """
-    a = np.deg2rad(view_azimuths(views).astype(np.float64))
-    e = np.deg2rad(ELEVATION)
-    d = DISTANCE
-    eyes = np.stack(
-        [d * np.cos(e) * np.sin(a), np.full_like(a, d * np.sin(e)), -d * np.cos(e) * np.cos(a)],
-        -1,
-    )
-    return eyes.astype(np.float32)
 
 
 def nmr_features() -> tfds.features.FeaturesDict:
