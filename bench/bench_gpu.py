@@ -10,7 +10,8 @@ Cases (float32):
   38,720 exactly), sigma 1e-5, the sphere filling about half the frame, default SoftRas modes
   (euclidean, softmax, prod, surface textures with one texel);
 * the reconstruction-shaped batch: 256 images of ``64^2``, 1,280 faces each (jittered spheres),
-  sigma 1e-4, dist_eps 1e-10, hard rgb aggregation (spec section 7).
+  sigma 1e-4, dist_eps 1e-10, hard rgb aggregation (the reconstruction's renderer,
+  ``docs/reconstruction.md``).
 
 For each case and backend: forward, and forward+backward (``jax.grad`` of a fixed random
 weighting of the RGBA image with respect to face vertices and textures); the median (and
@@ -23,7 +24,6 @@ reports it per second next to the times. Prints a table and writes JSON.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -37,7 +37,9 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import softjax as sj  # noqa: E402
+from bench.bench_rasterize import write_results  # noqa: E402
 from bench.meshes import sphere_scene  # noqa: E402
+from softjax.ops.binning import resolve_tiling  # noqa: E402
 
 # targets of the issue on one H100: fwd+bwd milliseconds
 TARGET_MS = {"sphere-320": 1.0, "sphere-3380": 2.0, "sphere-38720": 5.0, "recon-256x64": 5.0}
@@ -78,15 +80,15 @@ def candidate_pairs(fv: np.ndarray, image_size: int, sigma: float, dist_eps: flo
 def binning_passes(case: dict, cfg: sj.PallasConfig) -> tuple[int, int]:
     """(tile, face) pairs of the case under ``cfg``'s tiling, and binning passes they take."""
     from softjax.ops import binning
-    from softjax.ops.pallas_kernels import _capacity
     from softjax.ops.pixel_face import face_setup
 
     b, nf = case["fv"].shape[:2]
+    cfg = binning.resolve_tiling(cfg, "pallas", case["size"], nf)
     grid = binning.make_grid(case["size"], cfg.tile, b, nf)
     face = face_setup(jnp.asarray(case["fv"]).reshape(-1, 3, 3))
     dist_eps = case["kw"].get("dist_eps", 1e-4)
     ft = binning.face_tiles(face, jnp.float32(case["sigma"]), jnp.float32(dist_eps), grid)
-    return int(ft.total), int(binning.num_passes(ft, _capacity(cfg, grid)))
+    return int(ft.total), int(binning.num_passes(ft, binning.pair_capacity(cfg, grid, "pallas")))
 
 
 def make_cases(smoke: bool) -> list[dict]:
@@ -238,7 +240,7 @@ def main(argv=None) -> None:
     parser.add_argument("--repeats", type=int, default=30, help="timed runs (>= 20)")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes (any platform)")
     parser.add_argument("--sweep", action="store_true", help="try several PallasConfigs")
-    d = sj.PallasConfig()
+    d = resolve_tiling(sj.TilingConfig(), "pallas", 1, 1)  # the kernels' defaults
     parser.add_argument("--tile", type=int, default=d.tile)
     parser.add_argument("--window", type=int, default=d.window)
     parser.add_argument("--bwd-window", type=int, default=d.bwd_window)
@@ -254,15 +256,8 @@ def main(argv=None) -> None:
     if not on_gpu and not args.smoke:
         sys.exit("bench_gpu.py needs a GPU (or --smoke, which runs tiny sizes anywhere)")
     repeats = max(args.repeats, 20) if not args.smoke else max(min(args.repeats, 3), 1)
-    base = sj.PallasConfig(
-        tile=args.tile,
-        window=args.window,
-        bwd_window=args.bwd_window,
-        num_warps=args.num_warps,
-        bwd_num_warps=args.bwd_num_warps,
-        num_stages=args.num_stages,
-        interpret=not on_gpu,
-    )
+    knobs = ("tile", "window", "bwd_window", "num_warps", "bwd_num_warps", "num_stages")
+    base = sj.PallasConfig(**{k: getattr(args, k) for k in knobs}, interpret=not on_gpu)
     configs = [base] + ([c._replace(interpret=not on_gpu) for c in SWEEP] if args.sweep else [])
     configs = list(dict.fromkeys(configs))
     device = jax.devices()[0]
@@ -275,10 +270,7 @@ def main(argv=None) -> None:
     )
     print(f"device: {meta['device']} ({meta['platform']}), jax {meta['jax']}, {repeats} runs")
     rows = benchmark(make_cases(args.smoke), configs, repeats, skip_xla=args.no_xla)
-    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-    with open(args.json, "w") as f:
-        json.dump({"meta": meta, "results": rows}, f, indent=1)
-    print(f"wrote {args.json}")
+    write_results(args.json, meta, rows)
 
 
 if __name__ == "__main__":

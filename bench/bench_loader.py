@@ -41,18 +41,23 @@ import numpy as np  # noqa: E402
 import tensorflow_datasets as tfds  # noqa: E402
 
 from recon.data import loader, view_cache  # noqa: E402
+from recon.data.classes import CLASS_IDS  # noqa: E402
 from recon.data.tfds_shapenet_nmr import (  # noqa: E402
-    CLASS_IDS,
-    CLASS_NAMES,
     CodePathMixin,
-    nmr_features,
+    nmr_dataset_info,
+    nmr_example,
 )
+from recon.protocol import IMAGE_SIZE, NUM_VIEWS, VOXEL_SIZE, view_azimuths  # noqa: E402
 
 BATCH = 64
 
 
 # Texture noise, drawn once (drawing it per object would dominate the build time).
-_TEXTURE = np.random.default_rng(0).integers(-3, 4, (8, 24, 64, 64, 3)).astype(np.float32)
+_TEXTURE = (
+    np.random.default_rng(0)
+    .integers(-3, 4, (8, NUM_VIEWS, IMAGE_SIZE, IMAGE_SIZE, 3))
+    .astype(np.float32)
+)
 
 
 def fake_object(seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -63,8 +68,9 @@ def fake_object(seed: int) -> tuple[np.ndarray, np.ndarray]:
     radii = rng.uniform(0.4, 0.9, 3).astype(np.float32)  # x, y, z half-sizes in [-1, 1] units
     colour = rng.uniform(0.2, 1.0, 3).astype(np.float32)
     power = int(rng.choice([2, 4]))  # round or boxy
-    angles = np.deg2rad(-15.0 * np.arange(24, dtype=np.float32))[:, None, None]
-    y, x = np.mgrid[1:-1:64j, -1:1:64j].astype(np.float32)
+    angles = np.deg2rad(view_azimuths(np.arange(NUM_VIEWS)))[:, None, None]
+    pixels = complex(0, IMAGE_SIZE)  # mgrid's step: this many points from start to stop
+    y, x = np.mgrid[1:-1:pixels, -1:1:pixels].astype(np.float32)
     width = np.sqrt((radii[0] * np.cos(angles)) ** 2 + (radii[2] * np.sin(angles)) ** 2)
     r = (x / width) ** power + (y / radii[1]) ** power  # superellipse: |r| < 1 inside
     alpha = np.clip((1.0 - r) * (20.0 / power), 0.0, 1.0)  # ~1.5 pixel soft edge
@@ -73,7 +79,7 @@ def fake_object(seed: int) -> tuple[np.ndarray, np.ndarray]:
     rgb += _TEXTURE[rng.integers(0, _TEXTURE.shape[0])]  # a little texture
     rgb = np.clip(rgb, 0.0, 255.0) * alpha[..., None]
     images = np.round(np.concatenate([rgb, alpha[..., None] * 255.0], -1)).astype(np.uint8)
-    g = np.linspace(-1, 1, 32, dtype=np.float32)
+    g = np.linspace(-1, 1, VOXEL_SIZE, dtype=np.float32)
     zz, yy, xx = np.meshgrid(g, g, g, indexing="ij")
     voxels = (xx / radii[0]) ** 2 + (yy / radii[1]) ** 2 + (zz / radii[2]) ** 2 <= 1.0
     return images, voxels
@@ -90,12 +96,7 @@ class LoaderBench(CodePathMixin, tfds.core.GeneratorBasedBuilder):
         super().__init__(**kwargs)
 
     def _info(self) -> tfds.core.DatasetInfo:
-        return tfds.core.DatasetInfo(
-            builder=self,
-            features=nmr_features(),
-            disable_shuffling=True,
-            metadata=tfds.core.MetadataDict(),
-        )
+        return nmr_dataset_info(self)
 
     def _split_generators(self, dl_manager):
         counts = np.full(len(CLASS_IDS), self.objects // len(CLASS_IDS))
@@ -107,21 +108,10 @@ class LoaderBench(CodePathMixin, tfds.core.GeneratorBasedBuilder):
 
     def _generate_examples(self, counts):
         k = 0
-        for label, (class_id, n) in enumerate(zip(CLASS_IDS, counts, strict=True)):
+        for class_id, n in zip(CLASS_IDS, counts, strict=True):
             for i in range(n):
-                images, voxels = fake_object(k)
+                yield nmr_example(class_id, i, *fake_object(k))
                 k += 1
-                yield (
-                    f"{class_id}_{i:06d}",
-                    {
-                        "images": images,
-                        "voxels": voxels,
-                        "class_id": class_id,
-                        "class_name": CLASS_NAMES[class_id],
-                        "label": label,
-                        "object_index": i,
-                    },
-                )
 
 
 def rate(fn, seconds: float, start: int = 0) -> tuple[float, int]:

@@ -140,10 +140,15 @@ def main(argv=None) -> None:
         "repeats": args.repeats,
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
-    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-    with open(args.json, "w") as fh:
+    write_results(args.json, meta, rows)
+
+
+def write_results(path: str, meta: dict, rows: list[dict]) -> None:
+    """Writes ``{"meta": meta, "results": rows}`` as JSON to ``path`` (creating its folder)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as fh:
         json.dump({"meta": meta, "results": rows}, fh, indent=1)
-    print(f"wrote {args.json}")
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -7,8 +7,8 @@ Synthetic inputs (random RGBA images and viewpoints of the NMR protocol; no data
 config's network, template and renderer, data parallel over every local device as in training.
 Times are medians over ``--steps`` steps after ``--warmup`` steps (the first compiles), each
 ended with ``block_until_ready``; the data pipeline is not included. Prints a table and writes
-JSON. The reference: the original SoftRas took about 0.45 s per step at batch 64 (spec §7);
-the target on one H100 is 20 ms.
+JSON. The reference: the original SoftRas took about 0.45 s per step at batch 64
+(``docs/reconstruction.md``); the target on one H100 is 20 ms.
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ def measure(config, batch_size: int, steps: int, warmup: int) -> dict:
     import numpy as np
 
     from recon import train
-    from recon.data.tfds_shapenet_nmr import view_eyes
     from recon.models import model_spec
+    from recon.protocol import IMAGE_SIZE, NUM_VIEWS, view_eyes
     from recon.state import init_state
 
     config = config.copy_and_resolve_references()
@@ -51,10 +51,10 @@ def measure(config, batch_size: int, steps: int, warmup: int) -> dict:
     rng = np.random.default_rng(0)
     b = batch_size
     batch = {
-        "images_a": rng.uniform(0, 1, (b, 64, 64, 4)).astype(np.float32),
-        "images_b": rng.uniform(0, 1, (b, 64, 64, 4)).astype(np.float32),
-        "viewpoints_a": view_eyes(rng.integers(0, 24, b)),
-        "viewpoints_b": view_eyes(rng.integers(0, 24, b)),
+        "images_a": rng.uniform(0, 1, (b, IMAGE_SIZE, IMAGE_SIZE, 4)).astype(np.float32),
+        "images_b": rng.uniform(0, 1, (b, IMAGE_SIZE, IMAGE_SIZE, 4)).astype(np.float32),
+        "viewpoints_a": view_eyes(rng.integers(0, NUM_VIEWS, b)),
+        "viewpoints_b": view_eyes(rng.integers(0, NUM_VIEWS, b)),
     }
     gbatch = train._global_batch(mesh, batch, b)
     state = jax.device_put(init_state(config, spec), train.NamedSharding(mesh, train.P()))

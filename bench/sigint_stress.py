@@ -28,6 +28,7 @@ did not exit with 130 (143) or a completed chain differs from the reference.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -78,6 +79,23 @@ def train_command(workdir: str | Path, data_dir: str | Path, **overrides: Any) -
         f"--config.data_dir={data_dir}",
     ]
     return cmd + [f"--config.{k}={v}" for k, v in overrides.items()]
+
+
+@contextlib.contextmanager
+def logged_process(
+    cmd: list[str], log: str | Path, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen]:
+    """``cmd`` running in the repository root with its stdout and stderr in the file ``log`` (a
+    file, not a pipe: the tool's output can never block it); killed when the block is left
+    while it still runs."""
+    with Path(log).open("wb") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            yield proc
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
 
 
 def logged_steps(workdir: str | Path) -> list[int]:
@@ -145,50 +163,44 @@ def run_once(
     ``'none'``: no signal). Returns the record of the run."""
     kind, delay, k = moment
     before = max(complete_checkpoints(workdir), default=0)  # where the run will resume
-    with log.open("wb") as err:
-        t0 = time.monotonic()
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=err, stderr=subprocess.STDOUT)
-        try:
-            finished_first = False
-            # Signals sent before the interpreter reached the tool's first line would test
-            # Python's start-up, not the tool: the moments count from the start, but not before.
-            wait_for(lambda: handlers_installed(proc.pid), proc, SAFETY_S, poll=0.01)
-            if kind == "time":
+    t0 = time.monotonic()
+    with logged_process(cmd, log, env) as proc:
+        finished_first = False
+        # Signals sent before the interpreter reached the tool's first line would test
+        # Python's start-up, not the tool: the moments count from the start, but not before.
+        wait_for(lambda: handlers_installed(proc.pid), proc, SAFETY_S, poll=0.01)
+        if kind == "time":
+            try:
+                proc.wait(timeout=max(delay - (time.monotonic() - t0), 0.0))
+                finished_first = True
+            except subprocess.TimeoutExpired:
+                pass
+        elif kind == "steps":
+            reached = wait_for(
+                lambda: max(logged_steps(workdir), default=0) >= before + k, proc, SAFETY_S
+            )
+            if reached and proc.poll() is None:
                 try:
-                    proc.wait(timeout=max(delay - (time.monotonic() - t0), 0.0))
+                    proc.wait(timeout=delay)
                     finished_first = True
                 except subprocess.TimeoutExpired:
                     pass
-            elif kind == "steps":
-                reached = wait_for(
-                    lambda: max(logged_steps(workdir), default=0) >= before + k, proc, SAFETY_S
-                )
-                if reached and proc.poll() is None:
-                    try:
-                        proc.wait(timeout=delay)
-                        finished_first = True
-                    except subprocess.TimeoutExpired:
-                        pass
-                else:
-                    finished_first = True
             else:
-                proc.wait(timeout=SAFETY_S)
                 finished_first = True
-            t_signal = time.monotonic()
-            if not finished_first:
-                proc.send_signal(signum)
-            try:
-                proc.wait(timeout=SAFETY_S)
-                hung = False
-            except subprocess.TimeoutExpired:
-                hung = True
-                proc.kill()
-                proc.wait()
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        t_exit = time.monotonic()
+        else:
+            proc.wait(timeout=SAFETY_S)
+            finished_first = True
+        t_signal = time.monotonic()
+        if not finished_first:
+            proc.send_signal(signum)
+        try:
+            proc.wait(timeout=SAFETY_S)
+            hung = False
+        except subprocess.TimeoutExpired:
+            hung = True
+            proc.kill()
+            proc.wait()
+    t_exit = time.monotonic()
     text = log.read_text(errors="replace")
     saved = SAVED.findall(text)
     resumed = RESUMING.findall(text)

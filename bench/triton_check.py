@@ -33,6 +33,10 @@ MODES = [  # (dist, rgb, alpha, texture, texels per side, dist_eps)
     ("hard", "hard", "hard", "surface", 3, 1e-4),
 ]
 
+# the options every mode shares
+FIXED = dict(image_size=64, background_color=(0.0, 0.0, 0.0), near=1.0, far=100.0, fill_back=True)
+FIXED.update(eps=1e-3, sigma_val=1e-4, gamma_val=1e-4, backend="pallas")
+
 
 def dump(out_dir: str, cfg_kw: dict) -> None:
     import jax
@@ -40,8 +44,9 @@ def dump(out_dir: str, cfg_kw: dict) -> None:
     import numpy as np
     from jax._src.pallas.triton import lowering as triton_lowering
 
+    from softjax.ops.binning import TilingConfig
     from softjax.ops.options import check_inputs
-    from softjax.ops.pallas_kernels import PallasConfig, rasterize_pallas
+    from softjax.ops.pallas_kernels import rasterize_pallas
 
     captured = []
     original = triton_lowering.lower_jaxpr_to_triton_module
@@ -52,7 +57,7 @@ def dump(out_dir: str, cfg_kw: dict) -> None:
         return result
 
     triton_lowering.lower_jaxpr_to_triton_module = capture
-    cfg = PallasConfig(interpret=False, **cfg_kw)
+    cfg = TilingConfig(interpret=False, **cfg_kw)
     os.makedirs(out_dir, exist_ok=True)
     rng = np.random.default_rng(0)
     fv = np.concatenate(
@@ -61,33 +66,19 @@ def dump(out_dir: str, cfg_kw: dict) -> None:
     for dist, rgb, alpha, tex_type, res, dist_eps in MODES:
         captured.clear()
         tex = rng.uniform(size=(2, 9, 3 if tex_type == "vertex" else res * res, 3))
-        f, t, opts, sc, _ = check_inputs(
-            fv,
-            tex.astype(np.float32),
-            image_size=64,
-            background_color=(0.0, 0.0, 0.0),
-            near=1.0,
-            far=100.0,
-            fill_back=True,
-            eps=1e-3,
-            sigma_val=1e-4,
-            dist_func=dist,
-            dist_eps=dist_eps,
-            gamma_val=1e-4,
-            aggr_func_rgb=rgb,
-            aggr_func_alpha=alpha,
-            texture_type=tex_type,
-            backend="pallas",
+        modes = dict(dist_func=dist, aggr_func_rgb=rgb, aggr_func_alpha=alpha)
+        f, t, opts, scalars, _ = check_inputs(
+            fv, tex.astype(np.float32), dist_eps=dist_eps, texture_type=tex_type, **modes, **FIXED
         )
 
-        def loss(f, t, sc, opts=opts):
-            return jnp.sum(rasterize_pallas(f, t, sc, opts, cfg))
+        def loss(f, t, scalars, opts=opts):
+            return jnp.sum(rasterize_pallas(f, t, scalars, opts, cfg))
 
         jax.export.export(
             jax.jit(jax.grad(loss, (0, 1, 2))),
             platforms=["cuda"],
             disabled_checks=[jax.export.DisabledSafetyCheck.custom_call("__gpu$xla.gpu.triton")],
-        )(f, t, sc)
+        )(f, t, scalars)
         assert len(captured) == 2, len(captured)
         tag = f"{dist}_{rgb}_{alpha}_{tex_type}{res}"
         for kind, text, warps in zip(

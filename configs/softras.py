@@ -8,6 +8,8 @@ NMR ShapeNet files (see the README's datasets section).
 
 import ml_collections
 
+from recon import protocol
+
 
 def get_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
@@ -24,7 +26,7 @@ def get_config() -> ml_collections.ConfigDict:
     # from a decoded, memory-mapped view cache built once next to the dataset
     config.in_memory = ml_collections.config_dict.placeholder(bool)
     config.sampling = "class"  # SoftRas: random class, then random object
-    config.image_size = 64
+    config.image_size = protocol.IMAGE_SIZE
 
     # model
     config.model = ml_collections.ConfigDict()
@@ -39,9 +41,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.lambda_color = 1.0  # shading variant only
 
     # renderer and loss
-    config.sigma_val = 1e-4
-    config.gamma_val = 1e-4
-    config.dist_eps = 1e-10
+    config.sigma_val = protocol.SIGMA_VAL
+    config.gamma_val = protocol.GAMMA_VAL
+    config.dist_eps = protocol.DIST_EPS
     # soft_rasterize's backend: None = $SOFTJAX_BACKEND, else 'auto' (on a GPU the Pallas kernels
     # once they pass their self-check, else XLA); 'xla' or 'pallas' to force one
     config.backend = ml_collections.config_dict.placeholder(str)

@@ -1,8 +1,9 @@
-"""Voxel IoU of a trained reconstruction model, SoftRas's protocol (``softras-spec.md`` §7).
+"""Voxel IoU of a trained reconstruction model, SoftRas's protocol (``docs/reconstruction.md``).
 
-``python -m recon.eval --workdir runs/quickstart`` (latest checkpoint) or
-``--checkpoint runs/quickstart/checkpoints/400``: reconstructs a mesh from every view of every
-object of the split, voxelises it at 32^3 (surface + enclosed voxels, NMR axis order), and
+``python -m recon.eval --workdir=runs/quickstart`` (latest checkpoint) or
+``--checkpoint=runs/quickstart/checkpoints/400`` [``--split=test --data_dir=DIR
+--max_objects=N --batch_size=96 --out=DIR --untrained``]: reconstructs a mesh from every view of
+every object of the split, voxelises it at 32^3 (surface + enclosed voxels, NMR axis order), and
 averages the IoU with the object's voxels per class (x100), then over the classes. Prints a
 table, writes ``eval_<split>.json`` and, per class, the input PNG and reconstructed OBJ of the
 first object's view 0 under ``eval_<split>/``.
@@ -18,32 +19,30 @@ from recon import interrupt
 # and one line (evaluation has nothing to save), never a traceback from inside JAX.
 _INTERRUPTS = interrupt.install("recon.eval") if __name__ == "__main__" else None
 
-import argparse
 import json
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import imageio.v2 as imageio
 import jax
 import numpy as np
+from absl import flags
 from tqdm import tqdm
 
+from recon import cli, protocol
 from recon.data.classes import CLASS_NAMES
 from recon.data.loader import SplitSource, eval_batches
-from recon.inference import Predictor
-from recon.protocol import SOFTRAS_IOU, SOFTRAS_MEAN_IOU
-from softjax.io_obj import save_obj
+from recon.inference import Predictor, map_padded
+from softjax.io import save_obj
 from softjax.voxel import voxel_iou, voxelize
-
-VOXEL_SIZE = 32
 
 
 @jax.jit
 def _batch_iou(face_vertices, voxels):
-    return voxel_iou(voxelize(face_vertices, VOXEL_SIZE), voxels)
+    return voxel_iou(voxelize(face_vertices, protocol.VOXEL_SIZE), voxels)
 
 
 def voxel_ious(face_vertices: np.ndarray, voxels: np.ndarray, batch_size: int) -> np.ndarray:
@@ -54,12 +53,8 @@ def voxel_ious(face_vertices: np.ndarray, voxels: np.ndarray, batch_size: int) -
     n = face_vertices.shape[0]
     if n > batch_size:
         raise ValueError(f"{n} meshes in a batch of {batch_size}")
-    if n < batch_size:  # pad to one compiled shape
-        face_vertices = np.concatenate(
-            [face_vertices, np.repeat(face_vertices[-1:], batch_size - n, 0)]
-        )
-        voxels = np.concatenate([voxels, np.repeat(voxels[-1:], batch_size - n, 0)])
-    return np.asarray(_batch_iou(face_vertices, voxels))[:n]
+    (ious,) = map_padded(_batch_iou, [face_vertices, voxels], batch_size)
+    return ious
 
 
 MeshFn = Callable[[dict[str, np.ndarray]], tuple[np.ndarray, Any]]
@@ -97,7 +92,8 @@ def evaluate_meshes(
       in percent (the mean over each class's images, then over the classes).
     """
     results: dict[str, Any] = {}
-    total = sum(min(int(n), max_objects) if max_objects else int(n) for n in source.counts) * 24
+    objects = sum(min(int(n), max_objects) if max_objects else int(n) for n in source.counts)
+    total = objects * protocol.NUM_VIEWS
     bar = tqdm(total=total, desc="eval", unit="img", disable=not progress, file=sys.stderr)
     try:
         for class_id in source.class_ids:
@@ -184,7 +180,7 @@ def format_table(results: dict[str, Any], title: str = "") -> str:
     header = f"{'class':<10} {'name':<12} {'objects':>7} {'views':>6} {'IoU':>6} {'SoftRas':>8}"
     lines += [header, "-" * len(header)]
     for class_id, r in results["classes"].items():
-        ref = SOFTRAS_IOU.get(class_id, float("nan"))
+        ref = protocol.SOFTRAS_IOU.get(class_id, float("nan"))
         lines.append(
             f"{class_id:<10} {r['name']:<12} {r['objects']:>7} {r['views']:>6} "
             f"{r['iou']:>6.1f} {ref:>8.1f}"
@@ -193,82 +189,84 @@ def format_table(results: dict[str, Any], title: str = "") -> str:
     n = len(results["classes"])
     lines.append(
         f"{'mean':<10} {f'{n} classes':<12} {'':>7} {'':>6} {results['mean_iou']:>6.1f} "
-        f"{SOFTRAS_MEAN_IOU:>8.1f}"
+        f"{protocol.SOFTRAS_MEAN_IOU:>8.1f}"
     )
     return "\n".join(lines)
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m recon.eval", description=__doc__.split("\n")[0])
-    where = p.add_mutually_exclusive_group(required=True)
-    where.add_argument("--workdir", help="a recon.train work directory (latest checkpoint)")
-    where.add_argument("--checkpoint", help="one checkpoint: <workdir>/checkpoints/<step>")
-    p.add_argument("--split", default="test", help="dataset split (default: test)")
-    p.add_argument("--data-dir", help="TFDS data directory (default: the run's config)")
-    p.add_argument("--max-objects", type=int, default=0, help="objects per class (0 = all)")
-    p.add_argument("--batch-size", type=int, default=96)
-    p.add_argument("--out", help="results folder (default: the work directory)")
-    p.add_argument(
-        "--untrained",
-        action="store_true",
-        help="evaluate the untrained network (the template sphere baseline)",
+def define_flags(flag_values: flags.FlagValues) -> None:
+    """The command line's flags (see the module docstring)."""
+    cli.define_checkpoint_flags(flag_values)
+    flags.adopt_module_key_flags(cli, flag_values=flag_values)  # listed by --help
+    flags.DEFINE_string("split", "test", "dataset split", flag_values=flag_values)
+    flags.DEFINE_string(
+        "data_dir", None, "TFDS data directory (default: the run's config)", flag_values=flag_values
     )
-    return p.parse_args(argv)
+    flags.DEFINE_integer(
+        "max_objects", 0, "objects per class (0 = all)", lower_bound=0, flag_values=flag_values
+    )
+    flags.DEFINE_integer(
+        "batch_size", 96, "images per step", lower_bound=1, flag_values=flag_values
+    )
+    flags.DEFINE_string(
+        "out", None, "results folder (default: the work directory)", flag_values=flag_values
+    )
+    flags.DEFINE_bool(
+        "untrained",
+        False,
+        "evaluate the untrained network (the template sphere baseline)",
+        flag_values=flag_values,
+    )
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    """The command line (see the module docstring); returns the results written."""
-    from recon.checkpoints import load_trained
-    from recon.data.loader import load_split
+def run(options: flags.FlagValues) -> dict[str, Any]:
+    """Evaluates as the parsed command line ``options`` says; returns the results written."""
+    from recon.checkpoints import load_config_split, load_trained
     from recon.records import write_atomic
     from recon.state import init_state
 
-    args = parse_args(argv)
-    config, spec, state = load_trained(args.workdir, args.checkpoint)
-    workdir = Path(args.workdir) if args.workdir else Path(args.checkpoint).parent.parent
+    config, spec, state = load_trained(options.workdir, options.checkpoint)
+    if options.workdir:
+        workdir = Path(options.workdir)
+    else:
+        workdir = Path(options.checkpoint).parent.parent  # <workdir>/checkpoints/<step>
     step = int(state.step)
-    if args.untrained:
+    if options.untrained:
         state, step = init_state(config, spec), 0
-    out = Path(args.out) if args.out else workdir
-    data_dir = args.data_dir or config.data_dir
-    source = load_split(
-        config.dataset,
-        args.split,
-        data_dir,
-        manual_dir=config.manual_dir,
-        in_memory=config.in_memory,
-        **dict(config.dataset_kwargs),
-    )
-    predictor = Predictor(spec, state.variables, batch_size=args.batch_size)
+    out = Path(options.out) if options.out else workdir
+    source = load_config_split(config, options.split, options.data_dir)
+    predictor = Predictor(spec, state.variables, batch_size=options.batch_size)
     t0 = time.perf_counter()
-    suffix = "_untrained" if args.untrained else ""
+    name = f"eval_{options.split}" + ("_untrained" if options.untrained else "")
     results = evaluate(
         predictor,
         source,
-        batch_size=args.batch_size,
-        max_objects=args.max_objects,
-        sample_dir=out / f"eval_{args.split}{suffix}",
+        batch_size=options.batch_size,
+        max_objects=options.max_objects,
+        sample_dir=out / name,
     )
     results.update(
         step=step,
-        split=args.split,
+        split=options.split,
         dataset=source.name,
         seconds=round(time.perf_counter() - t0, 1),
-        untrained=bool(args.untrained),
+        untrained=bool(options.untrained),
     )
-    title = f"voxel IoU x100, {source.name}, step {step}" + (" (untrained)" if suffix else "")
-    print(format_table(results, title))
+    title = f"voxel IoU x100, {source.name}, step {step}"
+    print(format_table(results, title + (" (untrained)" if options.untrained else "")))
     out.mkdir(parents=True, exist_ok=True)
-    path = out / f"eval_{args.split}{suffix}.json"
+    path = out / f"{name}.json"
     write_atomic(path, json.dumps(results, indent=2) + "\n")
-    print(f"wrote {path} and {out / f'eval_{args.split}{suffix}'}/")
+    print(f"wrote {path} and {out / name}/")
     return results
 
 
+def main(argv: Sequence[str]) -> dict[str, Any]:
+    """``python -m recon.eval`` from Python (no signal handling): ``argv`` holds its arguments,
+    e.g. ``['--workdir', 'runs/quickstart', '--batch_size', '48']``; returns the results written.
+    """
+    return run(cli.parse_flags(argv, define_flags))
+
+
 if __name__ == "__main__":
-    try:
-        main()
-    except KeyboardInterrupt:  # not from a signal (those exit in recon.interrupt); be quiet too
-        sys.exit(130)
-    except (FileNotFoundError, ValueError) as e:  # no checkpoint, missing data: say which
-        sys.exit(f"recon.eval: error: {e}")
+    cli.run_main("recon.eval", define_flags, run)

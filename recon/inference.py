@@ -2,14 +2,35 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from recon.models import ModelSpec
-from softjax.mesh import Mesh
+from recon.models import ModelSpec, meshes
+from softjax.mesh import Mesh, gather_faces
+
+
+def map_padded(fn: Callable[..., Any], arrays: Sequence[np.ndarray], batch_size: int) -> list[Any]:
+    """``fn`` applied to consecutive chunks of ``batch_size`` rows of ``arrays`` (all ``[N, ...]``).
+
+    The last chunk is padded to ``batch_size`` rows by repeating its last row, so a jitted
+    ``fn`` compiles once for every chunk; the padded rows' results are dropped.
+
+    Returns:
+      one output per chunk: ``fn``'s pytree of ``[batch_size, ...]`` arrays as NumPy arrays cut
+      to the chunk's real rows (``None`` leaves stay ``None``); ``[]`` when ``N == 0``.
+    """
+    outputs = []
+    for start in range(0, arrays[0].shape[0], batch_size):
+        chunk = [a[start : start + batch_size] for a in arrays]
+        n = chunk[0].shape[0]
+        if n < batch_size:
+            chunk = [np.concatenate([c, np.repeat(c[-1:], batch_size - n, 0)]) for c in chunk]
+        outputs.append(jax.tree.map(lambda x, n=n: np.asarray(x)[:n], fn(*chunk)))
+    return outputs
 
 
 class Predictor:
@@ -32,31 +53,26 @@ class Predictor:
 
     def __call__(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """RGBA images ``[N, S, S, 4]`` float in [0, 1] -> ``(vertices [N, V, 3] float32,
-        face colours [N, F, 3] or None)``."""
+        face colours [N, F, 3] float32 or None)``."""
         images = np.asarray(images, np.float32)
         s = self.spec.image_size
         if images.ndim != 4 or images.shape[1:] != (s, s, 4):
             raise ValueError(f"images must be RGBA [N, {s}, {s}, 4], got shape {images.shape}")
-        verts, cols = [], []
-        for start in range(0, images.shape[0], self.batch_size):
-            chunk = images[start : start + self.batch_size]
-            n = chunk.shape[0]
-            if n < self.batch_size:
-                pad = np.zeros((self.batch_size - n,) + chunk.shape[1:], np.float32)
-                chunk = np.concatenate([chunk, pad])
-            v, c = self._apply(self.variables, jnp.asarray(chunk))
-            verts.append(np.asarray(v)[:n])
-            if c is not None:
-                cols.append(np.asarray(c)[:n])
+        outputs = map_padded(
+            lambda x: self._apply(self.variables, jnp.asarray(x)), [images], self.batch_size
+        )
+        cols = [c for _, c in outputs if c is not None]
         nv = self.spec.template_vertices.shape[0]
-        vertices = np.concatenate(verts) if verts else np.zeros((0, nv, 3), np.float32)
-        return vertices, (np.concatenate(cols) if cols else None)
+        if not outputs:
+            return np.zeros((0, nv, 3), np.float32), None
+        return np.concatenate([v for v, _ in outputs]), (np.concatenate(cols) if cols else None)
 
     def mesh(self, vertices: np.ndarray, colors: np.ndarray | None = None) -> Mesh:
         """One reconstructed mesh (``vertices [V, 3]``, optional face colours ``[F, 3]``)."""
-        textures = None if colors is None else colors[None, :, None, :]
-        return Mesh.create(vertices[None], self.spec.template_faces[None], textures=textures)
+        return meshes(self.spec, vertices[None], None if colors is None else colors[None])
 
     def face_vertices(self, vertices: np.ndarray) -> np.ndarray:
-        """``[N, V, 3]`` -> ``[N, F, 3, 3]`` corners of the template's faces."""
-        return vertices[:, self.spec.template_faces]
+        """``[N, V, 3]`` -> ``[N, F, 3, 3]`` (float32) corners of the template's faces."""
+        faces = self.spec.template_faces
+        faces = np.broadcast_to(faces, (vertices.shape[0],) + faces.shape)
+        return np.asarray(gather_faces(jnp.asarray(vertices), jnp.asarray(faces)))

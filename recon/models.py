@@ -1,18 +1,20 @@
-"""The single-view reconstruction network of SoftRas (Flax) and its loss.
+"""The single-view reconstruction network of SoftRas (Flax).
 
-* :class:`Encoder`: three 5x5 stride-2 convolutions (64, 128, 256 channels) with batch norm and
-  ReLU, then three dense layers (1024, 1024, 512) with ReLU. ``shading=True`` adds two 5x5
-  stride-1 convolutions (after the first and the second stride-2 convolution, same widths).
-* :class:`Decoder`: two dense layers (1024, 2048) with ReLU to a centroid (3, times 0.1) and
-  per-vertex offsets (V x 3) that deform the template (:func:`softjax.deform_vertices`; the
-  template is the icosphere scaled by 0.5 and the result is scaled by 0.5 again, so meshes live
-  in [-0.5, 0.5]^3). ``shading=True`` adds per-face RGB colours (sigmoid).
+* :class:`Encoder`: 5x5 stride-2 convolutions with batch norm and ReLU, then dense layers with
+  ReLU. ``shading=True`` adds two 5x5 stride-1 convolutions (after the first and the second
+  stride-2 convolution, same widths).
+* :class:`Decoder`: dense layers with ReLU to a centroid (3, times 0.1) and per-vertex offsets
+  (V x 3) that deform the template (:func:`softjax.deform_vertices`; the template is the
+  icosphere scaled by 0.5 and the result is scaled by 0.5 again, so meshes live in
+  [-0.5, 0.5]^3). ``shading=True`` adds per-face RGB colours (sigmoid).
 * :class:`Reconstructor`: encoder + decoder, images ``[B, 64, 64, 4]`` -> vertices ``[B, V, 3]``
   (and colours ``[B, F, 3]``).
-* :func:`reconstruction_loss`: SoftRas's training loss for a batch of two views per object.
+* :class:`ModelSpec` / :func:`model_spec`: everything static about a model, read from a
+  training config (the widths and the other values are those of ``config.model``; the paper's
+  are in ``configs/softras.py``), and :func:`render_eye_sets`, the renders of the training loss
+  (:mod:`recon.losses`).
 
-Images are RGBA float in [0, 1], channels last; widths are configurable so tests can use a
-small network (the defaults are the paper's).
+Images are RGBA float in [0, 1], channels last.
 """
 
 from __future__ import annotations
@@ -26,14 +28,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from recon import protocol
 from softjax.lighting import Lights
-from softjax.losses import flatten_loss, laplacian_loss, multiview_iou_loss
 from softjax.mesh import Mesh, deform_vertices, icosphere_arrays
 from softjax.render import RenderConfig, render
-
-CAMERA_DISTANCE = 2.732
-VIEWING_ANGLE = 15.0
-
 
 PARAM_INITS = ("pytorch", "flax")
 
@@ -68,12 +66,12 @@ def dense(x: jax.Array, features: int, name: str, param_init: str) -> jax.Array:
 class Encoder(nn.Module):
     """Image ``[B, H, W, C]`` -> feature ``[B, hidden[-1]]``."""
 
-    channels: Sequence[int] = (64, 128, 256)
-    hidden: Sequence[int] = (1024, 1024, 512)
-    shading: bool = False
+    channels: Sequence[int]  # of the stride-2 convolutions
+    hidden: Sequence[int]  # of the dense layers
+    shading: bool
+    param_init: str  # see _layer_inits
     bn_momentum: float = 0.9  # PyTorch's BatchNorm momentum 0.1
     axis_name: str | None = None  # batch-norm statistics over this mapped axis (data parallel)
-    param_init: str = "pytorch"  # see _layer_inits
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
@@ -106,12 +104,12 @@ class Decoder(nn.Module):
 
     template: np.ndarray  # [V, 3] unit-sphere template vertices
     num_faces: int
-    hidden: Sequence[int] = (1024, 2048)
+    hidden: Sequence[int]  # of the dense layers
+    shading: bool
+    param_init: str  # see _layer_inits
     centroid_scale: float = 0.1
     bias_scale: float = 1.0
     obj_scale: float = 0.5
-    shading: bool = False
-    param_init: str = "pytorch"  # see _layer_inits
 
     @nn.compact
     def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array | None]:
@@ -135,12 +133,12 @@ class Reconstructor(nn.Module):
 
     template: np.ndarray
     num_faces: int
-    encoder_channels: Sequence[int] = (64, 128, 256)
-    encoder_hidden: Sequence[int] = (1024, 1024, 512)
-    decoder_hidden: Sequence[int] = (1024, 2048)
-    shading: bool = False
+    encoder_channels: Sequence[int]
+    encoder_hidden: Sequence[int]
+    decoder_hidden: Sequence[int]
+    shading: bool
+    param_init: str
     axis_name: str | None = None
-    param_init: str = "pytorch"
 
     @nn.compact
     def __call__(self, images: jax.Array, train: bool = False):
@@ -164,33 +162,35 @@ class Reconstructor(nn.Module):
 
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
-    """Everything static about a reconstruction model: network widths, template, renderer.
+    """Everything static about a reconstruction model: network widths, template, renderer, loss
+    weights.
 
-    Built from a training config by :func:`model_spec`; hashable, so it can be closed over by
-    jitted functions.
+    Built from a training config by :func:`model_spec` (the config is the one source of these
+    values); hashable, so it can be closed over by jitted functions.
     """
 
-    template_level: int = 3
-    encoder_channels: tuple[int, ...] = (64, 128, 256)
-    encoder_hidden: tuple[int, ...] = (1024, 1024, 512)
-    decoder_hidden: tuple[int, ...] = (1024, 2048)
-    shading: bool = False
-    image_size: int = 64
-    sigma_val: float = 1e-4
-    gamma_val: float = 1e-4
-    dist_eps: float = 1e-10
-    lambda_laplacian: float = 5e-3
-    lambda_flatten: float = 5e-4
-    lambda_color: float = 1.0
+    template_level: int  # icosphere subdivisions (3: 642 vertices, 1280 faces)
+    encoder_channels: tuple[int, ...]
+    encoder_hidden: tuple[int, ...]
+    decoder_hidden: tuple[int, ...]
+    shading: bool
+    image_size: int
+    sigma_val: float
+    gamma_val: float
+    dist_eps: float
+    lambda_laplacian: float
+    lambda_flatten: float
+    lambda_color: float
     # soft_rasterize's backend: None ($SOFTJAX_BACKEND, else 'auto': the Pallas kernels on a GPU
     # once they pass their self-check), 'xla' or 'pallas'
-    backend: str | None = None
-    param_init: str = "pytorch"  # how fresh parameters are drawn (see _layer_inits)
+    backend: str | None
+    param_init: str  # how fresh parameters are drawn (see _layer_inits)
 
-    def architecture(self) -> ModelSpec:
-        """This spec without the choices a checkpoint does not depend on (the rasterizer
+    def architecture(self) -> dict[str, Any]:
+        """This spec's fields but the choices a checkpoint does not depend on (the rasterizer
         backend, the initialisation): what must match to resume a work directory."""
-        return dataclasses.replace(self, backend=None, param_init="pytorch")
+        run_choices = ("backend", "param_init")
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in run_choices}
 
     @property
     def template_vertices(self) -> np.ndarray:
@@ -203,6 +203,7 @@ class ModelSpec:
         return icosphere_arrays(self.template_level)[1]
 
     def network(self, axis_name: str | None = None) -> Reconstructor:
+        """The Flax network; ``axis_name``: the mapped axis batch norm averages over."""
         return Reconstructor(
             template=self.template_vertices,
             num_faces=self.template_faces.shape[0],
@@ -210,31 +211,33 @@ class ModelSpec:
             encoder_hidden=self.encoder_hidden,
             decoder_hidden=self.decoder_hidden,
             shading=self.shading,
-            axis_name=axis_name,
             param_init=self.param_init,
+            axis_name=axis_name,
         )
+
+    def _renderer_overrides(self) -> dict[str, Any]:
+        return {
+            "image_size": self.image_size,
+            "sigma_val": self.sigma_val,
+            "gamma_val": self.gamma_val,
+            "dist_eps": self.dist_eps,
+            "backend": self.backend,
+        }
 
     def silhouette_config(self) -> RenderConfig:
-        """SoftRas's training renderer: look_at, viewing angle 15, hard rgb, no lighting."""
-        return RenderConfig(
-            image_size=self.image_size,
-            camera_mode="look_at",
-            viewing_angle=VIEWING_ANGLE,
-            sigma_val=self.sigma_val,
-            gamma_val=self.gamma_val,
-            dist_eps=self.dist_eps,
-            aggr_func_rgb="hard",
-            lighting=False,
-            backend=self.backend,
-        )
+        """The protocol's training renderer (:func:`recon.protocol.silhouette_render_config`)
+        with this run's size, sigma, gamma, dist_eps and backend."""
+        return protocol.silhouette_render_config(**self._renderer_overrides())
 
     def color_config(self) -> RenderConfig:
-        """The shading variant's renderer: lit, softmax colour aggregation."""
-        return self.silhouette_config().replace(aggr_func_rgb="softmax", lighting=True)
+        """The shading variant's renderer (:func:`recon.protocol.color_render_config`) with this
+        run's size, sigma, gamma, dist_eps and backend."""
+        return protocol.color_render_config(**self._renderer_overrides())
 
 
 def model_spec(config: Any) -> ModelSpec:
-    """The :class:`ModelSpec` of an ml_collections training config (``config.model``)."""
+    """The :class:`ModelSpec` of an ml_collections training config (``config.model`` and the
+    renderer and loss fields; see ``configs/softras.py``)."""
     m = config.model
     return ModelSpec(
         template_level=int(m.template_level),
@@ -248,71 +251,27 @@ def model_spec(config: Any) -> ModelSpec:
         dist_eps=float(config.dist_eps),
         lambda_laplacian=float(config.lambda_laplacian),
         lambda_flatten=float(config.lambda_flatten),
-        lambda_color=float(m.get("lambda_color", 1.0)),
-        backend=config.get("backend"),
-        param_init=str(m.get("param_init", "pytorch")),
+        lambda_color=float(m.lambda_color),
+        backend=config.backend,
+        param_init=str(m.param_init),
     )
 
 
 def meshes(spec: ModelSpec, vertices: jax.Array, colors: jax.Array | None = None) -> Mesh:
-    """Reconstructed vertices ``[B, V, 3]`` (and face colours ``[B, F, 3]``) as a Mesh."""
-    f = spec.template_faces
-    faces = jnp.broadcast_to(jnp.asarray(f), (vertices.shape[0],) + f.shape)
+    """Reconstructed vertices ``[B, V, 3]`` float (and face colours ``[B, F, 3]``) as a Mesh
+    of the template's faces."""
     textures = None if colors is None else colors[:, :, None, :]
-    return Mesh.create(vertices, faces, textures=textures)
+    return Mesh.create(vertices, spec.template_faces, textures=textures)  # faces broadcast
 
 
-def render_views(
-    mesh: Mesh, eyes: jax.Array, config: RenderConfig, sigma=None, lights: Lights | None = None
-) -> jax.Array:
-    """Renders the B meshes of ``mesh`` from K eye sets ``eyes [K, B, 3]`` (vmap over eye sets,
-    one mesh per image) -> ``[K, B, S, S, 4]``."""
-    return jax.vmap(lambda e: render(mesh, config, eye=e, sigma_val=sigma, lights=lights))(eyes)
-
-
-def reconstruction_loss(
-    spec: ModelSpec,
-    vertices: jax.Array,
-    colors: jax.Array | None,
-    batch: dict[str, jax.Array],
+def render_eye_sets(
+    mesh: Mesh,
+    eyes: jax.Array,
+    config: RenderConfig,
     sigma: jax.Array | float | None = None,
     lights: Lights | None = None,
-) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """SoftRas's training loss for meshes reconstructed from two views of each object.
-
-    Args:
-      spec: the model spec.
-      vertices: ``[2B, V, 3]``: the meshes reconstructed from ``images_a`` then ``images_b``.
-      colors: ``[2B, F, 3]`` face colours (shading variant) or None.
-      batch: ``images_a``, ``images_b`` ``[B, S, S, 4]`` float and ``viewpoints_a``,
-        ``viewpoints_b`` ``[B, 3]`` eye positions.
-      sigma: the renderer's sigma (traced, for the decay schedule); None = ``spec.sigma_val``.
-      lights: lights of the colour render (default SoftRas's).
-
-    Returns:
-      ``(loss, terms)``: the mean of the four silhouette IoU losses (each mesh seen from both
-      viewpoints) + lambda_lap Laplacian + lambda_flat flatten (+ lambda_color times the mean
-      squared RGB error of the lit renders, shading variant); ``terms`` holds each part.
-    """
-    va, vb = batch["viewpoints_a"], batch["viewpoints_b"]
-    eyes = jnp.stack([jnp.concatenate([va, va]), jnp.concatenate([vb, vb])])  # [2, 2B, 3]
-    mesh = meshes(spec, vertices)
-    sil = render_views(mesh, eyes, spec.silhouette_config(), sigma)  # [2, 2B, S, S, 4]
-    b = batch["images_a"].shape[0]
-    # (mesh from a, mesh from b) x (viewpoint a, viewpoint b): SoftRas's ordering
-    predicts = [sil[0, :b], sil[0, b:], sil[1, :b], sil[1, b:]]
-    iou = multiview_iou_loss(predicts, batch["images_a"], batch["images_b"])
-    faces = spec.template_faces
-    lap = laplacian_loss(faces, vertices.shape[1])(vertices).mean()
-    flat = flatten_loss(faces)(vertices).mean()
-    loss = iou + spec.lambda_laplacian * lap + spec.lambda_flatten * flat
-    terms = {"iou_loss": iou, "laplacian": lap, "flatten": flat}
-    if spec.shading:
-        rgb = render_views(meshes(spec, vertices, colors), eyes, spec.color_config(), sigma, lights)
-        targets = [batch["images_a"], batch["images_a"], batch["images_b"], batch["images_b"]]
-        target = jnp.stack([jnp.concatenate(targets[:2]), jnp.concatenate(targets[2:])])
-        color = jnp.mean((rgb[..., :3] - target[..., :3]) ** 2)
-        loss = loss + spec.lambda_color * color
-        terms["color"] = color
-    terms["loss"] = loss
-    return loss, terms
+) -> jax.Array:
+    """Renders the B meshes of ``mesh`` from each of K eye sets ``eyes [K, B, 3]`` (image b of
+    set k: mesh b seen from ``eyes[k, b]``) -> float ``[K, B, S, S, 4]``. ``sigma`` replaces
+    ``config.sigma_val`` (traced: the decay schedule)."""
+    return jax.vmap(lambda e: render(mesh, config, eye=e, sigma_val=sigma, lights=lights))(eyes)

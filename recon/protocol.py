@@ -25,8 +25,9 @@ DISTANCE = 2.732
 ELEVATION = 30.0
 AZIMUTH_STEP = -15.0  # view k is at azimuth -15 * k degrees
 VIEWING_ANGLE = 15.0
-# the training renderer's defaults (configs/softras.py restates them as the run's values)
+# the training renderer's defaults (configs/softras.py takes them as the run's values)
 SIGMA_VAL = 1e-4
+GAMMA_VAL = 1e-4
 DIST_EPS = 1e-10
 
 # Voxel IoU (x100) of the original SoftRas (silhouette supervision, 250k steps) on the NMR test
@@ -80,6 +81,7 @@ def silhouette_render_config(**overrides: Any) -> RenderConfig:
         camera_mode="look_at",
         viewing_angle=VIEWING_ANGLE,
         sigma_val=SIGMA_VAL,
+        gamma_val=GAMMA_VAL,
         dist_eps=DIST_EPS,
         aggr_func_rgb="hard",
         lighting=False,

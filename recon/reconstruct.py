@@ -1,7 +1,8 @@
 """Single-image reconstruction with a trained model: RGBA images in, OBJ meshes out.
 
-``python -m recon.reconstruct --checkpoint runs/quickstart/checkpoints/400 --image car.png
---out car.obj [--turntable]``
+``python -m recon.reconstruct --checkpoint=runs/quickstart/checkpoints/400 --image=car.png
+--out=car.obj`` (or ``--workdir=runs/quickstart``: its latest checkpoint) [``--turntable
+--batch_size=64``]
 
 Inputs (``--image``): a 64x64 RGBA PNG, a folder of them, or an NMR images npz (uint8
 ``[N*24, 4, 64, 64]``, channels first, one array). The alpha channel is the object's
@@ -20,20 +21,21 @@ from recon import interrupt
 # and one line, never a traceback from inside JAX.
 _INTERRUPTS = interrupt.install("recon.reconstruct") if __name__ == "__main__" else None
 
-import argparse
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import imageio.v2 as imageio
 import jax.numpy as jnp
 import numpy as np
+from absl import flags
 
+from recon import cli
 from recon.inference import Predictor
-from softjax.io_obj import save_obj
+from recon.protocol import DISTANCE, ELEVATION, IMAGE_SIZE
+from softjax.io import save_obj
 from softjax.transform import get_points_from_angles
-
-IMAGE_SIZE = 64
 
 
 class InputError(ValueError):
@@ -119,46 +121,52 @@ def turntable(predictor: Predictor, vertices, colors, path: Path, frames: int = 
 
     mesh = predictor.mesh(vertices, colors)
     config = turntable_config(128)
-    eyes = get_points_from_angles(2.732, 30.0, jnp.arange(frames) * (360.0 / frames))
+    # at the training views' distance and elevation, every frame as sharp as the config
+    eyes = get_points_from_angles(DISTANCE, ELEVATION, jnp.arange(frames) * (360.0 / frames))
     ones = jnp.ones(frames)
-    images = render_frames(mesh, config, eyes, ones * 1e-4, ones * 1e-4, 12, "gif", False)
+    sigmas, gammas = ones * config.sigma_val, ones * config.gamma_val
+    images = render_frames(mesh, config, eyes, sigmas, gammas, 12, "gif", False)
     imageio.mimsave(path, images, duration=0.06, loop=0)
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        prog="python -m recon.reconstruct", description=__doc__.split("\n")[0]
+def define_flags(flag_values: flags.FlagValues) -> None:
+    """The command line's flags (see the module docstring)."""
+    cli.define_checkpoint_flags(flag_values)
+    flags.adopt_module_key_flags(cli, flag_values=flag_values)  # listed by --help
+    flags.DEFINE_string(
+        "image", None, "64x64 RGBA PNG, a folder of them, or NMR npz", flag_values=flag_values
     )
-    where = p.add_mutually_exclusive_group(required=True)
-    where.add_argument("--checkpoint", help="a checkpoint: <workdir>/checkpoints/<step>")
-    where.add_argument("--workdir", help="a recon.train work directory (latest checkpoint)")
-    p.add_argument("--image", required=True, help="64x64 RGBA PNG, a folder of them, or NMR npz")
-    p.add_argument("--out", required=True, help="an .obj file (one image) or a folder")
-    p.add_argument("--turntable", action="store_true", help="also write a GIF of each mesh")
-    p.add_argument("--batch-size", type=int, default=64)
-    return p.parse_args(argv)
+    flags.DEFINE_string(
+        "out", None, "an .obj file (one image) or a folder", flag_values=flag_values
+    )
+    flags.DEFINE_bool("turntable", False, "also write a GIF of each mesh", flag_values=flag_values)
+    flags.DEFINE_integer(
+        "batch_size", 64, "images per step", lower_bound=1, flag_values=flag_values
+    )
+    flags.mark_flags_as_required(["image", "out"], flag_values=flag_values)
 
 
-def main(argv: list[str] | None = None) -> list[Path]:
+def run(options: flags.FlagValues) -> list[Path]:
+    """Reconstructs as the parsed command line ``options`` says; returns the OBJ paths written.
+    Exits (``SystemExit``, one line) for an input that cannot be read."""
     from recon.checkpoints import load_trained
 
-    args = parse_args(argv)
     t0 = time.perf_counter()
     try:
-        names, images = read_inputs(args.image)
-        paths = output_paths(names, args.out)
+        names, images = read_inputs(options.image)
+        paths = output_paths(names, options.out)
     except InputError as e:
         sys.exit(f"recon.reconstruct: {e}")
-    config, spec, state = load_trained(args.workdir, args.checkpoint)
-    predictor = Predictor(spec, state.variables, batch_size=min(args.batch_size, len(images)))
+    config, spec, state = load_trained(options.workdir, options.checkpoint)
+    predictor = Predictor(spec, state.variables, batch_size=min(options.batch_size, len(images)))
     vertices, colors = predictor(images)
     for i, path in enumerate(paths):
         c = None if colors is None else colors[i]
         save_obj(path, predictor.mesh(vertices[i], c), save_texture=c is not None)
-        if args.turntable:
+        if options.turntable:
             turntable(predictor, vertices[i], c, path.with_suffix(".gif"))
-    extra = " and turntable GIFs" if args.turntable else ""
-    where = paths[0] if len(paths) == 1 else f"{len(paths)} OBJ files in {Path(args.out)}"
+    extra = " and turntable GIFs" if options.turntable else ""
+    where = paths[0] if len(paths) == 1 else f"{len(paths)} OBJ files in {Path(options.out)}"
     print(
         f"reconstructed {len(paths)} image(s) with step {int(state.step)} of {config.name}: "
         f"wrote {where}{extra} ({time.perf_counter() - t0:.1f} s)"
@@ -166,10 +174,12 @@ def main(argv: list[str] | None = None) -> list[Path]:
     return paths
 
 
+def main(argv: Sequence[str]) -> list[Path]:
+    """``python -m recon.reconstruct`` from Python (no signal handling): ``argv`` holds its
+    arguments, e.g. ``['--workdir', 'runs/quickstart', '--image', 'car.png', '--out', 'car.obj']``;
+    returns the OBJ paths written."""
+    return run(cli.parse_flags(argv, define_flags))
+
+
 if __name__ == "__main__":
-    try:
-        main()
-    except KeyboardInterrupt:  # not from a signal (those exit in recon.interrupt); be quiet too
-        sys.exit(130)
-    except (FileNotFoundError, ValueError) as e:  # no checkpoint: say which
-        sys.exit(f"recon.reconstruct: error: {e}")
+    cli.run_main("recon.reconstruct", define_flags, run)

@@ -2,7 +2,7 @@
 
 ``python -m recon.train --config configs/quickstart.py [--workdir DIR] [--config.key=value]``
 
-:func:`train_and_evaluate` runs the protocol of ``softras-spec.md`` §7: each step draws
+:func:`train_and_evaluate` runs the protocol of ``docs/reconstruction.md``: each step draws
 ``batch_size`` objects and two views ``a``, ``b`` of each, reconstructs a mesh from every image,
 renders each mesh from both viewpoints (4 silhouettes per object) and minimises the mean
 silhouette IoU loss + Laplacian + flatten (+ the colour loss of the shading variant) with Adam.
@@ -46,17 +46,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from absl import flags
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
+from ml_collections import config_flags
 from tqdm import tqdm
 
-from recon import checkpoints
-from recon.data.loader import TrainBatches, load_split
+from recon import checkpoints, cli, protocol
+from recon.data.loader import TrainBatches
 from recon.inference import Predictor
-from recon.models import ModelSpec, meshes, model_spec, reconstruction_loss, render_views
+from recon.losses import reconstruction_loss
+from recon.models import ModelSpec, meshes, model_spec, render_eye_sets
 from recon.records import LOSS_PLOT, MetricsLog, plot_loss, sample_grid
 from recon.state import TrainState, init_state, learning_rate, make_optimizer, sigma
-from softjax.io_obj import save_obj
+from softjax.io import save_obj
 
 BATCH_KEYS = ("images_a", "images_b", "viewpoints_a", "viewpoints_b")
 AXIS = "data"
@@ -123,8 +126,11 @@ def check_config(config: Any, num_devices: int) -> None:
     for key in ("num_steps", "log_every", "checkpoint_every", "sample_every", "keep_checkpoints"):
         if int(config[key]) < (0 if key in ("num_steps",) else 1):
             raise ValueError(f"config.{key} must be >= 1 (num_steps >= 0), got {config[key]}")
-    if config.image_size != 64:
-        raise ValueError(f"image_size must be 64 (the NMR renderings), got {config.image_size}")
+    if config.image_size != protocol.IMAGE_SIZE:
+        raise ValueError(
+            f"image_size must be {protocol.IMAGE_SIZE} (the NMR renderings), got "
+            f"{config.image_size}"
+        )
 
 
 def _check_resumable(workdir: Path, config: Any) -> None:
@@ -163,7 +169,7 @@ class _Samples:
         self.predictor = Predictor(spec, {}, batch_size=count)
         config = spec.silhouette_config()
         self._render = jax.jit(
-            lambda v, eyes: render_views(meshes(spec, v), eyes[None], config)[0, ..., 3]
+            lambda v, eyes: render_eye_sets(meshes(spec, v), eyes[None], config)[0, ..., 3]
         )
 
     def write(self, state: TrainState, batch: dict[str, np.ndarray], step: int) -> None:
@@ -206,14 +212,7 @@ def train_and_evaluate(
         checkpoints.save_config(workdir, config)
     spec = model_spec(config)
 
-    source = load_split(
-        config.dataset,
-        config.train_split,
-        config.data_dir,
-        manual_dir=config.manual_dir,
-        in_memory=config.in_memory,
-        **dict(config.dataset_kwargs),
-    )
+    source = checkpoints.load_config_split(config, config.train_split)
     batches = TrainBatches(source, config.batch_size, seed=config.seed, sampling=config.sampling)
     local = config.batch_size // jax.process_count()
     rows = slice(jax.process_index() * local, (jax.process_index() + 1) * local)
@@ -322,14 +321,7 @@ class _Evaluator:
     def __init__(self, config: Any, spec: ModelSpec, workdir: Path):
         self.config = config
         self.workdir = workdir
-        self.source = load_split(
-            config.dataset,
-            config.eval_split,
-            config.data_dir,
-            manual_dir=config.manual_dir,
-            in_memory=config.in_memory,
-            **dict(config.dataset_kwargs),
-        )
+        self.source = checkpoints.load_config_split(config, config.eval_split)
         self.predictor = Predictor(spec, {}, batch_size=int(config.eval_batch_size))
 
     def __call__(
@@ -361,45 +353,35 @@ class _Evaluator:
         }
 
 
-def main(argv: list[str]) -> None:
-    from absl import flags, logging
-
-    interrupts = _INTERRUPTS or interrupt.install("recon.train")
-    if len(argv) > 1:
-        raise app_usage_error(f"unexpected arguments: {argv[1:]}")
-    logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
-
-    config = flags.FLAGS.config
-    workdir = flags.FLAGS.workdir or str(Path("runs") / config.name)
-    try:
-        train_and_evaluate(config, workdir, interrupts)
-    except interrupt.Interrupted as e:  # the checkpoint is saved and the message printed
-        sys.exit(e.exit_code)
-    except KeyboardInterrupt:
-        sys.exit(130)
-    except (FileNotFoundError, ValueError) as e:  # missing data, bad config: the message says it
-        sys.exit(f"recon.train: error: {e}")
-
-
-def app_usage_error(message: str) -> Exception:
-    from absl import app
-
-    return app.UsageError(message)
-
-
-def _define_flags() -> None:
-    from absl import flags
-    from ml_collections import config_flags
-
+def define_flags(flag_values: flags.FlagValues) -> None:
+    """``--config`` (a config file, ``--config.key=value`` overrides a field) and ``--workdir``."""
     config_flags.DEFINE_config_file(
-        "config", None, "training config file (configs/NAME.py)", lock_config=True
+        "config",
+        None,
+        "training config file (configs/NAME.py)",
+        flag_values=flag_values,
+        lock_config=True,
     )
-    flags.DEFINE_string("workdir", None, "work directory (default: runs/<config.name>)")
-    flags.mark_flags_as_required(["config"])
+    flags.DEFINE_string(
+        "workdir", None, "work directory (default: runs/<config.name>)", flag_values=flag_values
+    )
+    flags.mark_flags_as_required(["config"], flag_values=flag_values)
+
+
+def run(
+    options: flags.FlagValues, interrupts: interrupt.Interrupts | None = None
+) -> dict[str, Any]:
+    """Trains as the parsed command line ``options`` says; returns the last metrics record."""
+    config = options.config
+    workdir = options.workdir or str(Path("runs") / config.name)
+    return train_and_evaluate(config, workdir, interrupts)
+
+
+def main(argv: list[str]) -> dict[str, Any]:
+    """``python -m recon.train`` from Python (no signal handling): ``argv`` holds its arguments,
+    e.g. ``['--config', 'configs/tiny.py', '--workdir', 'runs/tiny']``."""
+    return run(cli.parse_flags(argv, define_flags))
 
 
 if __name__ == "__main__":
-    from absl import app
-
-    _define_flags()
-    app.run(main)
+    cli.run_main("recon.train", define_flags, lambda options: run(options, _INTERRUPTS))

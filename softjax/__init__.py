@@ -1,7 +1,7 @@
 """softjax: a differentiable soft mesh rasterizer (SoftRas semantics) in JAX."""
 
 from softjax import losses, transform
-from softjax.io_obj import ObjError, load_obj, save_obj
+from softjax.io import ObjError, load_obj, save_obj
 from softjax.lighting import Lights, light_intensity, shade
 from softjax.mesh import Mesh, deform_vertices, icosphere
 from softjax.ops import (

@@ -11,11 +11,9 @@ import numpy as np
 
 from softjax.concrete import concrete_value
 from softjax.ops.pixel_face import TEXTURE_TYPES
+from softjax.transform import normalize
 
-
-def _normalize(v: jax.Array, eps: float = 1e-6) -> jax.Array:
-    n = jnp.sqrt(jnp.sum(v * v, axis=-1, keepdims=True))
-    return v / jnp.where(n > eps, n, eps)
+_NORMAL_EPS = 1e-6  # floor of a normal's length (the cameras' is 1e-5, as in SoftRas)
 
 
 def gather_faces(values: jax.Array, faces: jax.Array) -> jax.Array:
@@ -26,7 +24,7 @@ def gather_faces(values: jax.Array, faces: jax.Array) -> jax.Array:
 def face_normals(face_vertices: jax.Array) -> jax.Array:
     """Unit face normals ``normalize((v2 - v1) x (v0 - v1))`` of ``[..., 3, 3]`` -> ``[..., 3]``."""
     v0, v1, v2 = face_vertices[..., 0, :], face_vertices[..., 1, :], face_vertices[..., 2, :]
-    return _normalize(jnp.cross(v2 - v1, v0 - v1))
+    return normalize(jnp.cross(v2 - v1, v0 - v1), _NORMAL_EPS)
 
 
 def vertex_normals(vertices: jax.Array, faces: jax.Array) -> jax.Array:
@@ -41,7 +39,7 @@ def vertex_normals(vertices: jax.Array, faces: jax.Array) -> jax.Array:
             jnp.zeros((vertices.shape[1], 3), c.dtype).at[f.reshape(-1)].add(c.reshape(-1, 3))
         )
     )(corner, faces)
-    return _normalize(summed)
+    return normalize(summed, _NORMAL_EPS)
 
 
 @functools.partial(

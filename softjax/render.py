@@ -13,8 +13,8 @@ import jax
 
 from softjax import transform
 from softjax.lighting import Lights, shade
-from softjax.mesh import Mesh
-from softjax.ops import soft_rasterize
+from softjax.mesh import Mesh, gather_faces
+from softjax.ops import TilingConfig, soft_rasterize
 
 CAMERA_MODES = ("look_at", "look", "projection")
 
@@ -29,7 +29,8 @@ class RenderConfig:
     Camera: camera_mode ``'look_at'`` | ``'look'`` | ``'projection'``; perspective (else
     orthogonal); viewing_angle (degrees, half field of view); viewing_scale (orthogonal);
     orig_size (projection). Lighting: ``lighting=False`` renders the raw colours.
-    The texture type is the mesh's.
+    Backend: backend, tiling (see :func:`softjax.soft_rasterize`). The texture type is the
+    mesh's.
     """
 
     image_size: int = 256
@@ -52,6 +53,7 @@ class RenderConfig:
     orig_size: int = 512
     lighting: bool = True
     backend: str | None = None  # soft_rasterize's: None = $SOFTJAX_BACKEND, else 'auto'
+    tiling: TilingConfig | None = None  # soft_rasterize's: None = the backend's defaults
 
     def __post_init__(self):
         if self.camera_mode not in CAMERA_MODES:
@@ -125,7 +127,7 @@ def render(
         P=P,
         dist_coeffs=dist_coeffs,
     )
-    face_vertices = jax.vmap(lambda v, f: v[f])(screen, mesh.faces)
+    face_vertices = gather_faces(screen, mesh.faces)
     size = config.image_size * (2 if config.anti_aliasing else 1)
     images = soft_rasterize(
         face_vertices,
@@ -144,6 +146,7 @@ def render(
         aggr_func_alpha=config.aggr_func_alpha,
         texture_type=mesh.texture_type,
         backend=config.backend,
+        tiling=config.tiling,
     )
     if config.anti_aliasing:
         b, s2 = images.shape[0], config.image_size

@@ -17,7 +17,16 @@ _PROJ_EPS = 1e-5  # x / (z + eps) in the projection camera
 _EXACT = jax.lax.Precision.HIGHEST
 
 
-def _normalize(v: jax.Array, eps: float = _NORM_EPS) -> jax.Array:
+def normalize(v: jax.Array, eps: float) -> jax.Array:
+    """Unit vectors along the last axis, ``v / max(|v|, eps)`` (PyTorch's ``F.normalize``).
+
+    Args:
+      v: ``[..., C]`` float vectors.
+      eps: floor of the norm; callers keep SoftRas's values (cameras 1e-5, normals 1e-6).
+
+    Returns:
+      ``[..., C]``, of norm 1 where ``|v| > eps``.
+    """
     n = jnp.sqrt(jnp.sum(v * v, axis=-1, keepdims=True))
     return v / jnp.where(n > eps, n, eps)
 
@@ -63,8 +72,8 @@ def get_points_from_angles(distance, elevation, azimuth, degrees: bool = True) -
 
 
 def _rotate(vertices, eye, z_axis, up):
-    x_axis = _normalize(jnp.cross(up, z_axis))
-    y_axis = _normalize(jnp.cross(z_axis, x_axis))
+    x_axis = normalize(jnp.cross(up, z_axis), _NORM_EPS)
+    y_axis = normalize(jnp.cross(z_axis, x_axis), _NORM_EPS)
     r = jnp.stack([x_axis, y_axis, z_axis], axis=1)  # [B, 3, 3], rows x, y, z
     b = vertices.shape[0]
     flat = vertices.reshape(b, -1, 3) - eye[:, None, :]
@@ -86,7 +95,7 @@ def look_at(vertices, eye, at=(0.0, 0.0, 0.0), up=(0.0, 1.0, 0.0)) -> jax.Array:
     eye = _batched_vec(eye, b, v.dtype, "eye")
     at = _batched_vec(at, b, v.dtype, "at")
     up = _batched_vec(up, b, v.dtype, "up")
-    return _rotate(v, eye, _normalize(at - eye), up)
+    return _rotate(v, eye, normalize(at - eye, _NORM_EPS), up)
 
 
 def look(vertices, eye, direction=(0.0, 1.0, 0.0), up=(0.0, 1.0, 0.0)) -> jax.Array:
@@ -98,7 +107,7 @@ def look(vertices, eye, direction=(0.0, 1.0, 0.0), up=(0.0, 1.0, 0.0)) -> jax.Ar
     eye = _batched_vec(eye, b, v.dtype, "eye")
     direction = _batched_vec(direction, b, v.dtype, "direction")
     up = _batched_vec(up, b, v.dtype, "up")
-    return _rotate(v, eye, _normalize(direction), up)
+    return _rotate(v, eye, normalize(direction, _NORM_EPS), up)
 
 
 def perspective(vertices, angle=30.0) -> jax.Array:

@@ -16,7 +16,8 @@ import optax  # noqa: E402
 
 from configs import tiny  # noqa: E402
 from recon import train  # noqa: E402
-from recon.data.loader import TrainBatches, load_split  # noqa: E402
+from recon.checkpoints import load_config_split  # noqa: E402
+from recon.data.loader import TrainBatches  # noqa: E402
 from recon.models import model_spec  # noqa: E402
 from recon.state import init_state  # noqa: E402
 
@@ -30,7 +31,7 @@ def main(data_dir: str, out_path: str) -> None:
     config = tiny.get_config()
     config.data_dir = data_dir
     spec = model_spec(config)
-    source = load_split(config.dataset, "train", data_dir, **dict(config.dataset_kwargs))
+    source = load_config_split(config, "train")
     batch = TrainBatches(source, config.batch_size, seed=0).batch(0)
     out = {}
     for n in (1, 2):

@@ -11,6 +11,8 @@ import pytest
 
 from recon.data import loader
 from recon.data import tfds_shapenet_nmr as nmr
+from recon.data.classes import CLASS_IDS, CLASS_NAMES
+from recon.protocol import view_eyes
 
 FAKE_CLASSES = ("02691156", "04530566")  # Airplane, Watercraft
 FAKE_COUNTS = {
@@ -45,7 +47,7 @@ def fake_manual_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def nmr_builder(fake_manual_dir, tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("tfds")
-    return nmr.prepare(fake_manual_dir, data_dir, classes=FAKE_CLASSES)
+    return nmr.prepare(data_dir, manual_dir=fake_manual_dir, classes=FAKE_CLASSES)
 
 
 def test_nmr_builder_matches_original_layout(nmr_builder):
@@ -67,8 +69,8 @@ def test_nmr_builder_matches_original_layout(nmr_builder):
             assert ex["voxels"].dtype == np.bool_ and ex["voxels"].shape == (32, 32, 32)
             np.testing.assert_array_equal(ex["voxels"], voxels[i] != 0)
             assert ex["class_id"].decode() == class_id
-            assert ex["class_name"].decode() == nmr.CLASS_NAMES[class_id]
-            assert ex["label"] == nmr.CLASS_IDS.index(class_id)
+            assert ex["class_name"].decode() == CLASS_NAMES[class_id]
+            assert ex["label"] == CLASS_IDS.index(class_id)
             assert ex["object_index"] == i
     counts = nmr_builder.info.metadata["object_counts"]
     assert counts["train"] == {"02691156": 3, "04530566": 2}
@@ -79,7 +81,7 @@ def test_nmr_missing_files_error(fake_manual_dir, tmp_path):
     shutil.copytree(fake_manual_dir, partial)
     (partial / "04530566_val_voxels.npz").unlink()
     with pytest.raises(nmr.MissingFilesError) as info:
-        nmr.prepare(partial, tmp_path / "data", classes=FAKE_CLASSES)
+        nmr.prepare(tmp_path / "data", manual_dir=partial, classes=FAKE_CLASSES)
     message = str(info.value)
     assert "04530566_val_voxels.npz" in message
     assert str(partial) in message
@@ -90,7 +92,7 @@ def test_nmr_missing_files_error(fake_manual_dir, tmp_path):
 
     # Default config: all 13 classes are required; a missing directory is reported too.
     with pytest.raises(FileNotFoundError) as info:
-        nmr.prepare(tmp_path / "nowhere", tmp_path / "data")
+        nmr.prepare(tmp_path / "data", manual_dir=tmp_path / "nowhere")
     assert len(info.value.missing) == 78
     assert "04401088_test_images.npz" in str(info.value)
     assert str(tmp_path / "nowhere") in str(info.value)
@@ -191,7 +193,7 @@ def test_synthetic_builds_and_reads_back(synthetic):
             assert ex["images"].shape == (24, 64, 64, 4) and ex["images"].dtype == np.uint8
             assert ex["voxels"].shape == (32, 32, 32) and ex["voxels"].dtype == np.bool_
             assert ex["class_id"].decode() == class_id
-            assert ex["label"] == nmr.CLASS_IDS.index(class_id)
+            assert ex["label"] == CLASS_IDS.index(class_id)
             alpha = ex["images"][..., 3]
             assert alpha.max() == 255 and alpha[:, 0, :].max() == 0  # object, background
             assert 0 < ex["voxels"].mean() < 0.9
@@ -205,14 +207,14 @@ def test_synthetic_builds_and_reads_back(synthetic):
 
 
 def test_synthetic_is_deterministic(synthetic):
-    from recon.data import shapes, tfds_synthetic
+    from recon.data import class_shapes, tfds_synthetic
 
     builder, _, _ = synthetic
     ex = builder.as_data_source(split="val")[1]
     class_id = "04379243"
-    mesh = shapes.make_dataset_objects(class_id, 1, tfds_synthetic.object_seed(7, "val", class_id))[
-        0
-    ]
+    mesh = class_shapes.make_dataset_objects(
+        class_id, 1, tfds_synthetic.object_seed(7, "val", class_id)
+    )[0]
     images, voxels = tfds_synthetic.render_object(mesh)
     np.testing.assert_array_equal(images, ex["images"])
     np.testing.assert_array_equal(voxels, ex["voxels"])
@@ -221,5 +223,5 @@ def test_synthetic_is_deterministic(synthetic):
 def test_view_eyes_match_softjax():
     views = np.arange(24)
     np.testing.assert_allclose(
-        nmr.view_eyes(views), np.asarray(_softjax_eyes(views)), rtol=1e-5, atol=1e-5
+        view_eyes(views), np.asarray(_softjax_eyes(views)), rtol=1e-5, atol=1e-5
     )

@@ -21,7 +21,7 @@ import pytest
 from bench import sigint_stress as stress
 from configs import tiny
 from recon import interrupt
-from recon.data.loader import load_split
+from recon.checkpoints import load_config_split
 
 ROOT = Path(__file__).resolve().parents[1]
 EXIT_WITHIN_S = 20.0  # the bound from the signal to the exit
@@ -179,23 +179,13 @@ def test_kill_9_during_a_checkpoint_write_resumes_from_the_newest_complete(data_
     workdir, marker = tmp_path / "run", tmp_path / "paused"
     cmd = stress.train_command(workdir, data_dir, **{**OVERRIDES, "checkpoint_every": 1})
     env = stress.cache_env(out / "jax_cache")
-    with (tmp_path / "killed.log").open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-c", _PAUSE_FINAL_RENAME, str(marker), "2"] + cmd[3:],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            assert stress.wait_for(marker.is_file, proc, SAFETY_S), (
-                tmp_path / "killed.log"
-            ).read_text()[-3000:]
-            proc.kill()  # SIGKILL
-            proc.wait(timeout=SAFETY_S)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
+    paused = [sys.executable, "-c", _PAUSE_FINAL_RENAME, str(marker), "2"] + cmd[3:]
+    with stress.logged_process(paused, tmp_path / "killed.log", env) as proc:
+        assert stress.wait_for(marker.is_file, proc, SAFETY_S), (
+            tmp_path / "killed.log"
+        ).read_text()[-3000:]
+        proc.kill()  # SIGKILL
+        proc.wait(timeout=SAFETY_S)
     tmp_dir = Path(marker.read_text())
     assert tmp_dir.is_dir() and tmp_dir.name.startswith("2.orbax-checkpoint-tmp"), tmp_dir
     assert stress.complete_checkpoints(workdir) == [1]
@@ -221,30 +211,20 @@ def test_sigint_during_the_dataset_build_then_the_next_run_rebuilds(tmp_path):
     def incomplete():
         return [p for p in versions() if "incomplete" in p.name]
 
-    with (tmp_path / "log.txt").open("wb") as log:
-        proc = subprocess.Popen(
-            stress.train_command(workdir, data_dir),
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            assert stress.wait_for(lambda: bool(incomplete()), proc, SAFETY_S, poll=0.02)
-            t0 = time.monotonic()
-            proc.send_signal(signal.SIGINT)
-            proc.wait(timeout=SAFETY_S)
-            waited = time.monotonic() - t0
-        finally:
-            if proc.poll() is None:
-                proc.kill()
+    cmd = stress.train_command(workdir, data_dir)
+    with stress.logged_process(cmd, tmp_path / "log.txt", env) as proc:
+        assert stress.wait_for(lambda: bool(incomplete()), proc, SAFETY_S, poll=0.02)
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=SAFETY_S)
+        waited = time.monotonic() - t0
     text = (tmp_path / "log.txt").read_text()
     assert proc.returncode == 130 and waited <= EXIT_WITHIN_S, text[-3000:]
     assert "nothing to save" in text and "Traceback" not in text, text[-3000:]
     assert not (workdir / "checkpoints").is_dir() or not stress.complete_checkpoints(workdir)
     left = versions()
     assert left and all("incomplete" in p.name for p in left), left
-    source = load_split(config.dataset, "train", data_dir, **dict(config.dataset_kwargs))
+    source = load_config_split(config, "train", data_dir)
     assert source.num_objects == 4
     assert source.images([0, 3], [0, 23]).shape == (2, 64, 64, 4)
 
@@ -260,7 +240,7 @@ def test_eval_and_reconstruct_exit_cleanly(tool, signum, data_dir, out, tmp_path
     reference = out / "reference"
     image = tmp_path / "in.png"
     if tool == "eval":
-        args = ["--workdir", str(reference), "--data-dir", str(data_dir), "--out", str(tmp_path)]
+        args = ["--workdir", str(reference), "--data_dir", str(data_dir), "--out", str(tmp_path)]
     else:
         import imageio.v2 as imageio
         import numpy as np

@@ -30,7 +30,7 @@ def builder(tmp_path_factory):
             voxels = rng.integers(0, 2, (n, 32, 32, 32)).astype(np.uint8)
             np.savez_compressed(manual / nmr.images_file(class_id, split), images)
             np.savez_compressed(manual / nmr.voxels_file(class_id, split), voxels)
-    return nmr.prepare(manual, tmp_path_factory.mktemp("tfds"), classes=CLASSES)
+    return nmr.prepare(tmp_path_factory.mktemp("tfds"), manual_dir=manual, classes=CLASSES)
 
 
 def _open(builder, cache_dir, split="train"):

@@ -1,4 +1,4 @@
-"""OBJ / MTL reading and writing (softjax.io_obj)."""
+"""OBJ / MTL reading and writing (softjax.io)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import trimesh
 
-from softjax.io_obj import ObjError, ObjWarning, load_obj, save_obj, texel_barycentrics
+from softjax.io import ObjError, ObjWarning, load_obj, save_obj, texel_barycentrics
 from softjax.mesh import Mesh, icosphere
 from softjax.ops.pixel_face import face_color
 

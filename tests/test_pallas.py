@@ -12,8 +12,9 @@ from conftest import ALPHA, DIST, RGB, mode_kwargs, random_scene, weighted_loss,
 
 import softjax as sj
 from softjax.ops import binning
+from softjax.ops.binning import pair_capacity
 from softjax.ops.options import check_inputs
-from softjax.ops.pallas_kernels import _capacity, rasterize_pallas
+from softjax.ops.pallas_kernels import rasterize_pallas
 from softjax.ops.pixel_face import face_setup
 
 # tiny tiles and windows, and a capacity that forces several binning passes on these scenes
@@ -94,8 +95,8 @@ def test_tiny_capacity_loses_no_face():
     # the configuration really needs many passes
     _, _, opts, sc, _ = check_inputs(fv, tex, backend="pallas", **_check_kw(kw))
     grid = binning.make_grid(8, 4, 1, n)
-    ft = binning.face_tiles(face_setup(jnp.asarray(fv[0])), sc.sigma, sc.dist_eps, grid)
-    assert int(binning.num_passes(ft, _capacity(cfg, grid))) >= 10
+    ft = binning.face_tiles(face_setup(jnp.asarray(fv[0])), sc.sigma_val, sc.dist_eps, grid)
+    assert int(binning.num_passes(ft, pair_capacity(cfg, grid, "pallas"))) >= 10
 
     want = sj.soft_rasterize(fv, tex, backend="reference", **kw)
     got = sj.soft_rasterize(fv, tex, backend="pallas", pallas_config=cfg, **kw)

@@ -18,12 +18,14 @@ import numpy as np
 import pytest
 from conftest import tiny_config
 
+from bench import sigint_stress as stress
 from configs import quickstart, shading, softras, tiny
 from recon import checkpoints, reconstruct, train
 from recon import eval as recon_eval
-from recon.data.loader import TrainBatches, load_split
-from recon.data.tfds_shapenet_nmr import view_eyes
-from recon.models import model_spec, reconstruction_loss
+from recon.data.loader import TrainBatches
+from recon.losses import reconstruction_loss
+from recon.models import model_spec
+from recon.protocol import view_eyes
 from recon.state import init_state, learning_rate, sigma
 from softjax.mesh import deform_vertices, icosphere_arrays
 
@@ -154,9 +156,7 @@ def test_check_config_errors(data_dir):
 
 
 def test_train_batches_rows_are_a_slice(data_dir):
-    source = load_split(
-        "synthetic_shapes", "train", data_dir, **dict(tiny.get_config().dataset_kwargs)
-    )
+    source = checkpoints.load_config_split(tiny_config(data_dir), "train")
     batches = TrainBatches(source, 4, seed=3)
     full, part = batches.batch(5), batches.batch(5, slice(2, 4))
     for k in full:
@@ -169,7 +169,7 @@ def test_train_batches_rows_are_a_slice(data_dir):
 def test_loss_decreases_on_a_fixed_batch(data_dir):
     config = tiny_config(data_dir, learning_rate=1e-3, decay_step=1000)
     spec = model_spec(config)
-    source = load_split(config.dataset, "train", data_dir, **dict(config.dataset_kwargs))
+    source = checkpoints.load_config_split(config, "train")
     batch = TrainBatches(source, config.batch_size, seed=0).batch(0)
     mesh = train.data_mesh(jax.devices()[:1])
     step = train.make_train_step(config, spec, mesh)
@@ -249,24 +249,17 @@ def _wait_exit(proc: subprocess.Popen, log: Path, idle_s: float = IDLE_S) -> int
 
 
 def test_ctrl_c_saves_a_checkpoint(data_dir, tmp_path):
-    from bench import sigint_stress as stress
-
     workdir = tmp_path / "run"
     cmd = stress.train_command(
         workdir, data_dir, num_steps=100000, checkpoint_every=100000, sample_every=100000
     )
     log = tmp_path / "log.txt"
-    with log.open("wb") as out:  # a file, not a pipe: tqdm's output can never block the run
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
-        try:
-            # the event: two trained steps in metrics.jsonl (the safety only catches a hang)
-            assert stress.wait_for(lambda: len(stress.logged_steps(workdir)) >= 2, proc, 3600)
-            assert proc.poll() is None, log.read_text()[-3000:]
-            proc.send_signal(signal.SIGINT)
-            code = _wait_exit(proc, log)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
+    with stress.logged_process(cmd, log) as proc:
+        # the event: two trained steps in metrics.jsonl (the safety only catches a hang)
+        assert stress.wait_for(lambda: len(stress.logged_steps(workdir)) >= 2, proc, 3600)
+        assert proc.poll() is None, log.read_text()[-3000:]
+        proc.send_signal(signal.SIGINT)
+        code = _wait_exit(proc, log)
     err = log.read_text()
     assert code == 130, err[-2000:]
     assert "interrupted; saved the checkpoint of step" in err and "Traceback" not in err
@@ -286,19 +279,9 @@ def test_one_and_two_devices_agree(data_dir, tmp_path):
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     log, result = tmp_path / "log.txt", tmp_path / "result.json"
-    with log.open("wb") as out:  # the script reports each phase there (see _wait_exit)
-        proc = subprocess.Popen(
-            [sys.executable, str(ROOT / "tests" / "recon_two_devices.py"), data_dir, str(result)],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            code = _wait_exit(proc, log)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
+    script = [sys.executable, str(ROOT / "tests" / "recon_two_devices.py"), data_dir, str(result)]
+    with stress.logged_process(script, log, env) as proc:  # the script reports each phase there
+        code = _wait_exit(proc, log)
     assert code == 0, log.read_text()[-3000:]
     res = json.loads(result.read_text())
     one, two = res["1"], res["2"]
@@ -323,7 +306,7 @@ def test_one_and_two_devices_agree(data_dir, tmp_path):
 
 
 def test_eval_prints_the_table(trained, capsys):
-    results = recon_eval.main(["--workdir", str(trained), "--batch-size", "16"])
+    results = recon_eval.main(["--workdir", str(trained), "--batch_size", "16"])
     out = capsys.readouterr().out
     assert "Airplane" in out and "Car" in out and "mean" in out and "SoftRas" in out
     saved = json.loads((trained / "eval_test.json").read_text())
@@ -340,9 +323,7 @@ def test_eval_prints_the_table(trained, capsys):
 def test_reconstruct_writes_meshes(trained, data_dir, tmp_path, capsys):
     import trimesh
 
-    source = load_split(
-        "synthetic_shapes", "test", data_dir, **dict(tiny.get_config().dataset_kwargs)
-    )
+    source = checkpoints.load_config_split(tiny_config(data_dir), "test")
     images = source.images(np.array([0, 1]), np.array([0, 5]))
     folder = tmp_path / "inputs"
     folder.mkdir()

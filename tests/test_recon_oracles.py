@@ -25,21 +25,19 @@ from conftest import tiny_config
 from configs import tiny
 from recon import checkpoints, reconstruct, train
 from recon import eval as recon_eval
-from recon.data import shapes
-from recon.data.loader import load_split
-from recon.data.tfds_shapenet_nmr import NUM_VIEWS, view_eyes
+from recon.data import class_shapes
 from recon.data.tfds_synthetic import object_seed, pad_mesh
 from recon.inference import Predictor
-from recon.models import model_spec, render_views
+from recon.models import model_spec, render_eye_sets
+from recon.protocol import NUM_VIEWS, view_eyes
 from recon.state import learning_rate, make_optimizer
-from softjax.io_obj import load_obj
+from softjax.io import load_obj
 from softjax.mesh import Mesh
 
 
 @pytest.fixture(scope="module")
 def test_source(data_dir):
-    config = tiny.get_config()
-    return load_split(config.dataset, "test", data_dir, **dict(config.dataset_kwargs))
+    return checkpoints.load_config_split(tiny_config(data_dir), "test")
 
 
 def ground_truth_meshes(source, split: str = "test") -> list[Mesh]:
@@ -49,7 +47,7 @@ def ground_truth_meshes(source, split: str = "test") -> list[Mesh]:
     out = []
     for class_id, count in zip(source.class_ids, source.counts, strict=True):
         seed = object_seed(int(kwargs.seed), split, class_id)
-        out += shapes.make_dataset_objects(class_id, int(count), seed)
+        out += class_shapes.make_dataset_objects(class_id, int(count), seed)
     padded = [pad_mesh(m) for m in out]
     faces = max(m.faces.shape[1] for m in padded)
     return [_pad_faces(m, faces) for m in padded]
@@ -101,7 +99,7 @@ def test_ground_truth_meshes_rendered_for_training_reproduce_the_stored_alpha(te
     spec = model_spec(tiny.get_config())
     config = spec.silhouette_config()
     meshes = ground_truth_meshes(test_source)
-    render = jax.jit(lambda mesh, eyes: render_views(mesh, eyes, config)[:, 0, ..., 3])
+    render = jax.jit(lambda mesh, eyes: render_eye_sets(mesh, eyes, config)[:, 0, ..., 3])
     views = np.arange(NUM_VIEWS)
     mirrored = []
     for obj, mesh in enumerate(meshes):
@@ -175,7 +173,7 @@ def test_training_time_evaluation_equals_recon_eval(evaluated_run, data_dir, cap
         assert 0 < r["eval_mean_iou"] < 100
         assert r["eval_mean_iou"] == pytest.approx(np.mean(list(r["eval_class_iou"].values())))
     # the final record is what recon.eval computes from the final checkpoint
-    results = recon_eval.main(["--workdir", str(evaluated_run), "--batch-size", "24"])
+    results = recon_eval.main(["--workdir", str(evaluated_run), "--batch_size", "24"])
     assert results["step"] == 5
     assert results["mean_iou"] == pytest.approx(evals[-1]["eval_mean_iou"], abs=1e-9)
     for class_id, iou in evals[-1]["eval_class_iou"].items():

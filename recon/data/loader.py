@@ -1,6 +1,6 @@
 """Loading NMR-protocol datasets for training and evaluation (NumPy only, no TensorFlow).
 
-* :func:`load_split` prepares (if needed) and opens one split of ``shapenet_nmr`` or
+* :func:`load_split` builds (if needed) and opens one split of ``shapenet_nmr`` or
   ``synthetic_shapes`` as a :class:`SplitSource`: the whole split decoded in memory when it takes
   at most half of the available RAM, else read on demand from a decoded view cache on disk
   (:mod:`recon.data.view_cache`, built once next to the dataset), or from the array_record
@@ -12,10 +12,11 @@
 * :func:`eval_batches` walks every (object, view) pair once, object-major like SoftRas's
   ``get_all_batches_for_evaluation``.
 
-Conventions: images are RGBA float32 in [0, 1], channels last ``[B, 64, 64, 4]``, row 0 at the
-top; view ``k`` is seen from ``get_points_from_angles(2.732, 30, -15 k)`` (``viewpoints``,
-float32 ``[B, 3]``); voxels are ``[B, 32, 32, 32]`` bool in the NMR axis order; ``class_index``
-is the index into :data:`recon.data.tfds_shapenet_nmr.CLASS_IDS` (the TFDS ``label``).
+Conventions (the protocol's numbers live in :mod:`recon.protocol`): images are RGBA float32 in
+[0, 1], channels last ``[B, 64, 64, 4]``, row 0 at the top; view ``k`` is seen from
+``get_points_from_angles(2.732, 30, -15 k)`` (``viewpoints``, float32 ``[B, 3]``,
+:func:`recon.protocol.view_eyes`); voxels are ``[B, 32, 32, 32]`` bool in the NMR axis order;
+``class_index`` is the index into :data:`recon.data.classes.CLASS_IDS` (the TFDS ``label``).
 """
 
 from __future__ import annotations
@@ -26,18 +27,17 @@ import dataclasses
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from recon.data import view_cache
-from recon.data.tfds_shapenet_nmr import (
-    CLASS_IDS,
-    IMAGE_SIZE,
-    NUM_VIEWS,
-    VOXEL_SIZE,
-    view_eyes,
-)
+from recon.data.classes import CLASS_IDS
+from recon.data.tfds_shapenet_nmr import prepare_builder
+from recon.protocol import IMAGE_SIZE, NUM_VIEWS, VOXEL_SIZE, view_eyes
+
+if TYPE_CHECKING:
+    import tensorflow_datasets as tfds
 
 DATASETS = ("shapenet_nmr", "synthetic_shapes")
 # ``in_memory=None``: a split goes in memory when its decoded size is at most this fraction of
@@ -46,6 +46,11 @@ IN_MEMORY_FRACTION = 0.5
 # The limit used instead when the available RAM cannot be read.
 AUTO_IN_MEMORY_BYTES = 4 << 30
 _OBJECT_BYTES = view_cache.OBJECT_BYTES  # decoded images + voxels of one object
+# Shape and dtype of one object's ``images`` and ``voxels`` as the records decode them.
+_OBJECT_ARRAYS: dict[str, tuple[tuple[int, ...], type]] = {
+    "images": ((NUM_VIEWS, IMAGE_SIZE, IMAGE_SIZE, 4), np.uint8),
+    "voxels": ((VOXEL_SIZE,) * 3, np.bool_),
+}
 
 
 def available_memory_bytes() -> int | None:
@@ -75,7 +80,9 @@ def auto_in_memory(split_bytes: int, available: int | None = None) -> bool:
     return split_bytes <= IN_MEMORY_FRACTION * available
 
 
-def make_builder(dataset: str, data_dir: str | Path | None = None, **builder_kwargs: Any):
+def dataset_builder(
+    dataset: str, data_dir: str | Path | None = None, **builder_kwargs: Any
+) -> tfds.core.DatasetBuilder:
     """The TFDS builder of ``dataset`` (``'shapenet_nmr'`` or ``'synthetic_shapes'``).
 
     ``builder_kwargs``: ``classes=`` for both; ``train=``, ``val=``, ``test=``, ``seed=`` for
@@ -90,26 +97,21 @@ def make_builder(dataset: str, data_dir: str | Path | None = None, **builder_kwa
     return module.make_builder(data_dir, **builder_kwargs)
 
 
-def prepare(
+def prepare_dataset(
     dataset: str,
     data_dir: str | Path | None = None,
+    *,
     manual_dir: str | Path | None = None,
     **builder_kwargs: Any,
-):
-    """Builds ``dataset`` once (array_record, cached under ``data_dir``) and returns its builder.
+) -> tfds.core.DatasetBuilder:
+    """The ``prepare`` of ``dataset``'s module by name: builds it once (array_record, cached
+    under ``data_dir``; :func:`~recon.data.tfds_shapenet_nmr.prepare_builder`) and returns its
+    builder.
 
     ``manual_dir``: where the original ``shapenet_nmr`` npz files are (default TFDS's
     ``<data_dir>/downloads/manual``); ignored for ``synthetic_shapes``.
     """
-    import tensorflow_datasets as tfds
-
-    builder = make_builder(dataset, data_dir, **builder_kwargs)
-    if not builder.is_prepared():
-        download_config = tfds.download.DownloadConfig(
-            manual_dir=None if manual_dir is None else str(manual_dir)
-        )
-        builder.download_and_prepare(file_format="array_record", download_config=download_config)
-    return builder
+    return prepare_builder(dataset_builder(dataset, data_dir, **builder_kwargs), manual_dir)
 
 
 @dataclasses.dataclass
@@ -172,17 +174,25 @@ class SplitSource:
         values = getitems(unique) if getitems else [self.records[o] for o in unique]
         return dict(zip(unique, values, strict=True))
 
-    def object_images(self, objects: Any) -> np.ndarray:
-        """All 24 views ``[B, 24, 64, 64, 4]`` uint8 of objects ``objects`` (int ``[B]``)."""
+    def _whole_objects(self, objects: Any, field: str) -> np.ndarray:
+        """``field`` (``'images'`` or ``'voxels'``, see ``_OBJECT_ARRAYS``) of objects
+        ``objects`` (int ``[B]``), from memory, else the cache, else the records."""
         objects = np.asarray(objects, np.int64).reshape(-1)
         if self.in_memory:
-            return self.images_memory[objects]
+            return (self.images_memory if field == "images" else self.voxels_memory)[objects]
         if self.cache is not None:
-            return self.cache.object_images(objects)
+            read = self.cache.object_images if field == "images" else self.cache.voxels
+            return read(objects)
         records = self._records(objects)
-        return np.stack([records[int(o)]["images"] for o in objects]).reshape(
-            -1, NUM_VIEWS, IMAGE_SIZE, IMAGE_SIZE, 4
-        )
+        shape, dtype = _OBJECT_ARRAYS[field]
+        out = np.empty((objects.shape[0], *shape), dtype)
+        for i, o in enumerate(objects):
+            out[i] = records[int(o)][field]
+        return out
+
+    def object_images(self, objects: Any) -> np.ndarray:
+        """All 24 views ``[B, 24, 64, 64, 4]`` uint8 of objects ``objects`` (int ``[B]``)."""
+        return self._whole_objects(objects, "images")
 
     def images(self, objects: Any, views: Any) -> np.ndarray:
         """Views ``views[i]`` of objects ``objects[i]``: ``[B, 64, 64, 4]`` uint8."""
@@ -204,16 +214,7 @@ class SplitSource:
 
     def voxels(self, objects: Any) -> np.ndarray:
         """Voxels ``[B, 32, 32, 32]`` bool of objects ``objects`` (int ``[B]``)."""
-        objects = np.asarray(objects, np.int64).reshape(-1)
-        if self.in_memory:
-            return self.voxels_memory[objects]
-        if self.cache is not None:
-            return self.cache.voxels(objects)
-        records = self._records(objects)
-        out = np.empty((objects.shape[0],) + (VOXEL_SIZE,) * 3, np.bool_)
-        for i, o in enumerate(objects):
-            out[i] = records[int(o)]["voxels"]
-        return out
+        return self._whole_objects(objects, "voxels")
 
     def load_into_memory(self, chunk: int = 256, workers: int | None = None) -> SplitSource:
         """Returns a copy of this source with the whole split decoded into memory (from the
@@ -222,8 +223,7 @@ class SplitSource:
         if self.in_memory:
             return self
         n = self.num_objects
-        images = np.empty((n, NUM_VIEWS, IMAGE_SIZE, IMAGE_SIZE, 4), np.uint8)
-        voxels = np.empty((n,) + (VOXEL_SIZE,) * 3, np.bool_)
+        images, voxels = (np.empty((n, *shape), dtype) for shape, dtype in _OBJECT_ARRAYS.values())
         if self.cache is not None:
             for start in range(0, n, chunk):
                 idx = np.arange(start, min(start + chunk, n))
@@ -322,7 +322,7 @@ def load_split(
     Returns:
       A :class:`SplitSource`.
     """
-    builder = prepare(dataset, data_dir, manual_dir, **builder_kwargs)
+    builder = prepare_dataset(dataset, data_dir, manual_dir=manual_dir, **builder_kwargs)
     return source_from_builder(builder, split, in_memory, cache=cache, cache_dir=cache_dir)
 
 

@@ -10,15 +10,20 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Sequence
 
 import imageio.v3 as iio
 import numpy as np
 
-from recon.data.loader import load_split
+from recon.data.loader import SplitSource, load_split
+from recon.protocol import IMAGE_SIZE
 
 
 def grid_image(
-    source, objects_per_class: int = 3, views=(0, 3, 6, 9), scale: int = 2
+    source: SplitSource,
+    objects_per_class: int = 3,
+    views: Sequence[int] = (0, 3, 6, 9),
+    scale: int = 2,
 ) -> np.ndarray:
     """``[rows * 64 * scale, cols * 64 * scale, 3]`` uint8: one row per class present in
     ``source``, ``objects_per_class`` objects x ``views`` per row (blank where a class has fewer
@@ -36,13 +41,13 @@ def grid_image(
                 alpha = imgs[..., 3:].astype(np.float32) / 255.0
                 tiles += list(rgb * alpha + 255.0 * (1.0 - alpha))
             else:
-                tiles += [np.full((64, 64, 3), 255.0)] * len(views)
+                tiles += [np.full((IMAGE_SIZE, IMAGE_SIZE, 3), 255.0)] * len(views)
         rows.append(np.concatenate(tiles, axis=1))
     img = np.concatenate(rows, axis=0).clip(0, 255).astype(np.uint8)
     return img.repeat(scale, 0).repeat(scale, 1)
 
 
-def main(argv=None) -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--dataset", default="synthetic_shapes", choices=["synthetic_shapes", "shapenet_nmr"]

@@ -9,7 +9,9 @@ each split (train / val / test) there are two files in one directory:
 * ``{class_id}_{split}_voxels.npz``: one array ``[N, 32, 32, 32]`` of 0 / 1 occupancies.
 
 View ``k`` (0..23) is seen from ``get_points_from_angles(2.732, 30, -15 * k)`` with a ``look_at``
-perspective camera of viewing angle 15 degrees (see :func:`view_eyes`).
+perspective camera of viewing angle 15 degrees (the protocol's numbers live in
+:mod:`recon.protocol`, e.g. :func:`recon.protocol.view_eyes`; ``docs/reconstruction.md`` describes
+the protocol).
 
 This builder stores each object as one example (``images`` channels last ``[24, 64, 64, 4]``
 uint8, ``voxels`` ``[32, 32, 32]`` bool, ``class_id``, ``class_name``, ``label`` (index into
@@ -35,24 +37,14 @@ from __future__ import annotations
 import dataclasses
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
-from recon.data.classes import CLASS_IDS, CLASS_NAMES, CLASSES  # noqa: E402, F401
-from recon.protocol import (  # noqa: F401 (re-exported: the dataset modules' importers)
-    AZIMUTH_STEP,
-    DISTANCE,
-    ELEVATION,
-    IMAGE_SIZE,
-    NUM_VIEWS,
-    VIEWING_ANGLE,
-    VOXEL_SIZE,
-    view_azimuths,
-    view_eyes,
-)
+from recon.data.classes import CLASS_IDS, CLASS_NAMES
+from recon.protocol import IMAGE_SIZE, NUM_VIEWS, VOXEL_SIZE
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 
@@ -110,6 +102,41 @@ def nmr_features() -> tfds.features.FeaturesDict:
     )
 
 
+def nmr_example(
+    class_id: str, object_index: int, images: np.ndarray, voxels: np.ndarray
+) -> tuple[str, dict[str, Any]]:
+    """One example of :func:`nmr_features` and its key ``'<class_id>_<object_index:06d>'``.
+
+    Args:
+      class_id: one of :data:`CLASS_IDS` (gives ``class_name`` and ``label``).
+      object_index: index of the object within its (class, split).
+      images: ``[24, 64, 64, 4]`` uint8 RGBA, channels last.
+      voxels: ``[32, 32, 32]`` bool.
+    """
+    return f"{class_id}_{object_index:06d}", {
+        "images": images,
+        "voxels": voxels,
+        "class_id": class_id,
+        "class_name": CLASS_NAMES[class_id],
+        "label": CLASS_IDS.index(class_id),
+        "object_index": object_index,
+    }
+
+
+def nmr_dataset_info(builder: tfds.core.DatasetBuilder, **kwargs: Any) -> tfds.core.DatasetInfo:
+    """The ``DatasetInfo`` of an NMR-layout builder: :func:`nmr_features`, examples in
+    generation order (``disable_shuffling``), an empty metadata dict that ``_split_generators``
+    fills with ``object_counts``. ``kwargs`` (``description``, ``homepage``) go to the info."""
+    return tfds.core.DatasetInfo(
+        builder=builder,
+        features=nmr_features(),
+        supervised_keys=None,
+        disable_shuffling=True,
+        metadata=tfds.core.MetadataDict(),
+        **kwargs,
+    )
+
+
 def check_classes(classes: Any) -> tuple[str, ...]:
     """Validates a subset of :data:`CLASS_IDS`; returns it in protocol order."""
     classes = tuple(str(c) for c in classes)
@@ -160,15 +187,16 @@ def load_class_split(directory: Path, class_id: str, split: str) -> tuple[np.nda
     voxels = _load_single_array(directory / voxels_file(class_id, split))
     if voxels.ndim != 4 or voxels.shape[1:] != (VOXEL_SIZE,) * 3:
         raise ValueError(
-            f"{directory / voxels_file(class_id, split)}: expected [N, 32, 32, 32], "
-            f"got {voxels.shape}"
+            f"{directory / voxels_file(class_id, split)}: expected "
+            f"[N, {VOXEL_SIZE}, {VOXEL_SIZE}, {VOXEL_SIZE}], got {voxels.shape}"
         )
     n = voxels.shape[0]
     per_object = NUM_VIEWS * 4 * IMAGE_SIZE * IMAGE_SIZE
     if images.dtype != np.uint8 or images.size != n * per_object:
         raise ValueError(
             f"{directory / images_file(class_id, split)}: expected uint8 reshapeable to "
-            f"[{n} * 24, 4, 64, 64] for {n} voxel grids, got {images.dtype} {images.shape}"
+            f"[{n} * {NUM_VIEWS}, 4, {IMAGE_SIZE}, {IMAGE_SIZE}] for {n} voxel grids, got "
+            f"{images.dtype} {images.shape}"
         )
     images = images.reshape(n, NUM_VIEWS, 4, IMAGE_SIZE, IMAGE_SIZE).transpose(0, 1, 3, 4, 2)
     if voxels.dtype == np.bool_ or np.issubdtype(voxels.dtype, np.integer):
@@ -208,14 +236,10 @@ class ShapenetNmr(CodePathMixin, tfds.core.GeneratorBasedBuilder):
     DEFAULT_CONFIG_NAME = "all"
 
     def _info(self) -> tfds.core.DatasetInfo:
-        return tfds.core.DatasetInfo(
-            builder=self,
+        return nmr_dataset_info(
+            self,
             description=__doc__,
-            features=nmr_features(),
-            supervised_keys=None,
             homepage="https://github.com/hiroharu-kato/mesh_reconstruction",
-            disable_shuffling=True,
-            metadata=tfds.core.MetadataDict(),
         )
 
     @property
@@ -249,17 +273,7 @@ class ShapenetNmr(CodePathMixin, tfds.core.GeneratorBasedBuilder):
         for class_id in self.classes:
             images, voxels = load_class_split(directory, class_id, split)
             for i in range(images.shape[0]):
-                yield (
-                    f"{class_id}_{i:06d}",
-                    {
-                        "images": images[i],
-                        "voxels": voxels[i],
-                        "class_id": class_id,
-                        "class_name": CLASS_NAMES[class_id],
-                        "label": CLASS_IDS.index(class_id),
-                        "object_index": i,
-                    },
-                )
+                yield nmr_example(class_id, i, images[i], voxels[i])
 
 
 def make_builder(
@@ -280,16 +294,34 @@ def make_builder(
     )
 
 
+_BuilderT = TypeVar("_BuilderT", bound=tfds.core.DatasetBuilder)
+
+
+def prepare_builder(builder: _BuilderT, manual_dir: str | Path | None = None) -> _BuilderT:
+    """Builds ``builder``'s dataset as array_record unless it is already built, and returns the
+    builder. ``manual_dir``: where a manual download lies (``shapenet_nmr``: the original npz
+    files; default TFDS's ``<data_dir>/downloads/manual``)."""
+    if not builder.is_prepared():
+        builder.download_and_prepare(
+            file_format="array_record",
+            download_config=tfds.download.DownloadConfig(
+                manual_dir=None if manual_dir is None else str(manual_dir)
+            ),
+        )
+    return builder
+
+
 def prepare(
-    manual_dir: str | Path,
     data_dir: str | Path | None = None,
+    *,
+    manual_dir: str | Path | None = None,
     classes: Any = CLASS_IDS,
 ) -> ShapenetNmr:
-    """Builds (once; later calls reuse the cache) ``shapenet_nmr`` from the original npz files in
-    ``manual_dir`` into ``data_dir`` as array_record, and returns the builder."""
-    builder = make_builder(data_dir, classes)
-    builder.download_and_prepare(
-        file_format="array_record",
-        download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir)),
-    )
-    return builder
+    """Builds ``shapenet_nmr`` for ``classes`` into ``data_dir`` (once; later calls reuse it)
+    from the original npz files in ``manual_dir`` (see :func:`prepare_builder`), and returns the
+    builder.
+
+    Raises:
+      MissingFilesError: when the dataset is not built yet and npz files are missing.
+    """
+    return prepare_builder(make_builder(data_dir, classes), manual_dir)

@@ -1,10 +1,11 @@
 """TFDS builder ``synthetic_shapes``: procedural objects rendered exactly like ``shapenet_nmr``.
 
 No download: for each of the 13 NMR classes and each split, ``count`` objects come from
-:func:`recon.data.shapes.make_dataset_objects` (seeded by ``(seed, split, class)``, so splits
-never share objects), are rendered with softjax from the 24 protocol views (``look_at`` camera,
-viewing angle 15 degrees, eye ``get_points_from_angles(2.732, 30, -15 k)``, hard colour
-aggregation, default lights, 64 x 64 RGBA) and voxelized with ``softjax.voxelize(..., 32)``
+:func:`recon.data.class_shapes.make_dataset_objects` (seeded by ``(seed, split, class)``, so
+splits never share objects), are rendered with softjax from the 24 protocol views of
+:mod:`recon.protocol` (``look_at`` camera, viewing angle 15 degrees, eye
+``get_points_from_angles(2.732, 30, -15 k)``, 64 x 64 RGBA: the silhouette renderer with hard
+colour aggregation, lit by the default lights) and voxelized with ``softjax.voxelize(..., 32)``
 (already in the NMR axis order). Features, example order (class by class, objects in generation
 order) and metadata (``info.metadata["object_counts"]``) are those of ``shapenet_nmr`` (see
 :mod:`recon.data.tfds_shapenet_nmr`), so the same loaders read both.
@@ -12,8 +13,7 @@ order) and metadata (``info.metadata["object_counts"]``) are those of ``shapenet
 Sizes and seed are builder-config fields; :func:`make_builder` gives each combination its own
 config name (and so its own cache directory under ``data_dir``)::
 
-    builder = make_builder(data_dir, train=40, val=5, test=10, seed=0)
-    builder.download_and_prepare(file_format="array_record")  # once; later calls reuse it
+    builder = prepare(data_dir, train=40, val=5, test=10, seed=0)  # once; later calls reuse it
     test = builder.as_data_source(split="test")
 """
 
@@ -27,19 +27,21 @@ from typing import Any
 import numpy as np
 import tensorflow_datasets as tfds
 
+from recon.data.classes import CLASS_IDS
 from recon.data.tfds_shapenet_nmr import (
-    CLASS_IDS,
-    CLASS_NAMES,
-    DISTANCE,
-    ELEVATION,
-    IMAGE_SIZE,
-    NUM_VIEWS,
     SPLITS,
-    VIEWING_ANGLE,
-    VOXEL_SIZE,
     CodePathMixin,
     check_classes,
-    nmr_features,
+    nmr_dataset_info,
+    nmr_example,
+    prepare_builder,
+)
+from recon.protocol import (
+    DISTANCE,
+    ELEVATION,
+    NUM_VIEWS,
+    VOXEL_SIZE,
+    silhouette_render_config,
     view_azimuths,
 )
 
@@ -79,20 +81,6 @@ def config_name(
     return name
 
 
-def render_config():
-    """The protocol's :class:`softjax.RenderConfig` (64 px, look_at, 15 degrees, hard rgb)."""
-    import softjax
-
-    return softjax.RenderConfig(
-        image_size=IMAGE_SIZE,
-        camera_mode="look_at",
-        viewing_angle=VIEWING_ANGLE,
-        sigma_val=1e-4,
-        aggr_func_rgb="hard",
-        dist_eps=1e-10,
-    )
-
-
 # Meshes are padded to these multiples so that a handful of jit compilations serve all objects.
 PAD_FACES = 128
 PAD_VERTICES = 128
@@ -126,27 +114,29 @@ def pad_mesh(mesh):
 
 
 @functools.cache
-def _render_views_fn():
+def _dataset_programs():
+    """The jitted ``(render_at_azimuths, voxelize_grid)`` that make an example (compiled once)."""
     import jax
     import jax.numpy as jnp
 
     import softjax
 
-    config = render_config()
+    # The silhouette renderer, lit: the dataset images carry shaded colour as well as alpha.
+    config = silhouette_render_config(lighting=True)
 
     @jax.jit
-    def render_views(mesh, azimuths):
-        # One mesh seen from len(azimuths) eyes: repeating the mesh along the batch axis is
-        # about 3x faster on CPU than jax.vmap over the eyes (same results).
+    def render_at_azimuths(mesh, azimuths):
+        # One mesh seen from len(azimuths) protocol eyes: repeating the mesh along the batch
+        # axis is about 3x faster on CPU than jax.vmap over the eyes (same results).
         eyes = softjax.get_points_from_angles(DISTANCE, ELEVATION, azimuths)
         tiled = jax.tree.map(lambda x: jnp.repeat(x, azimuths.shape[0], axis=0), mesh)
         return softjax.render(tiled, config, eye=eyes)
 
     @jax.jit
-    def voxels(face_vertices):
+    def voxelize_grid(face_vertices):
         return softjax.voxelize(face_vertices, VOXEL_SIZE)
 
-    return render_views, voxels
+    return render_at_azimuths, voxelize_grid
 
 
 def render_object(mesh, pad: bool = True) -> tuple[np.ndarray, np.ndarray]:
@@ -165,10 +155,10 @@ def render_object(mesh, pad: bool = True) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"render_object expects one mesh, got batch {mesh.vertices.shape[0]}")
     if pad:
         mesh = pad_mesh(mesh)
-    render_views, voxels = _render_views_fn()
-    images = np.asarray(render_views(mesh, view_azimuths(np.arange(NUM_VIEWS))))
+    render_at_azimuths, voxelize_grid = _dataset_programs()
+    images = np.asarray(render_at_azimuths(mesh, view_azimuths(np.arange(NUM_VIEWS))))
     images = np.clip(np.round(images * 255.0), 0, 255).astype(np.uint8)
-    occupancy = np.asarray(voxels(mesh.face_vertices))[0]
+    occupancy = np.asarray(voxelize_grid(mesh.face_vertices))[0]
     return images, occupancy
 
 
@@ -190,14 +180,7 @@ class SyntheticShapes(CodePathMixin, tfds.core.GeneratorBasedBuilder):
     DEFAULT_CONFIG_NAME = "default"
 
     def _info(self) -> tfds.core.DatasetInfo:
-        return tfds.core.DatasetInfo(
-            builder=self,
-            description=__doc__,
-            features=nmr_features(),
-            supervised_keys=None,
-            disable_shuffling=True,
-            metadata=tfds.core.MetadataDict(),
-        )
+        return nmr_dataset_info(self, description=__doc__)
 
     def _split_generators(self, dl_manager):
         config = self.builder_config
@@ -211,29 +194,19 @@ class SyntheticShapes(CodePathMixin, tfds.core.GeneratorBasedBuilder):
     def _generate_examples(self, split: str, classes: tuple[str, ...]):
         from tqdm.auto import tqdm
 
-        from recon.data import shapes
+        from recon.data import class_shapes
 
         config = self.builder_config
         count = config.counts()[split]
         with tqdm(total=count * len(classes), desc=f"Rendering {split}", unit="obj") as bar:
             for class_id in classes:
-                meshes = shapes.make_dataset_objects(
+                meshes = class_shapes.make_dataset_objects(
                     class_id, count, object_seed(config.seed, split, class_id)
                 )
                 for i, mesh in enumerate(meshes):
                     images, voxels = render_object(mesh)
                     bar.update(1)
-                    yield (
-                        f"{class_id}_{i:06d}",
-                        {
-                            "images": images,
-                            "voxels": voxels,
-                            "class_id": class_id,
-                            "class_name": CLASS_NAMES[class_id],
-                            "label": CLASS_IDS.index(class_id),
-                            "object_index": i,
-                        },
-                    )
+                    yield nmr_example(class_id, i, images, voxels)
 
 
 def make_builder(
@@ -273,7 +246,8 @@ def make_builder(
 
 
 def prepare(data_dir: str | Path | None = None, **config: Any) -> SyntheticShapes:
-    """Builds ``synthetic_shapes`` (once; cached under ``data_dir``) and returns the builder."""
-    builder = make_builder(data_dir, **config)
-    builder.download_and_prepare(file_format="array_record")
-    return builder
+    """Builds ``synthetic_shapes`` into ``data_dir`` (once; later calls reuse it; see
+    :func:`~recon.data.tfds_shapenet_nmr.prepare_builder`) and returns the builder. ``config``:
+    the keyword arguments of :func:`make_builder` (``train``, ``val``, ``test``, ``seed``,
+    ``classes``)."""
+    return prepare_builder(make_builder(data_dir, **config))

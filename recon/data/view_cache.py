@@ -48,7 +48,7 @@ from typing import Any
 
 import numpy as np
 
-from recon.data.tfds_shapenet_nmr import IMAGE_SIZE, NUM_VIEWS, VOXEL_SIZE
+from recon.protocol import IMAGE_SIZE, NUM_VIEWS, VOXEL_SIZE
 
 CACHE_FORMAT = 1
 HEADER_BYTES = 4096  # .npy header padded to one page: views start on page boundaries

@@ -1,9 +1,9 @@
 """Rasterization ops: :func:`soft_rasterize` and its building blocks."""
 
+from softjax.ops.binning import TilingConfig
 from softjax.ops.dispatch import BackendFallbackWarning, backend_report
 from softjax.ops.pallas_kernels import PallasConfig
 from softjax.ops.rasterize import soft_rasterize
-from softjax.ops.xla_tiled import TilingConfig
 
 __all__ = [
     "BackendFallbackWarning",

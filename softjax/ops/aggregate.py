@@ -1,38 +1,75 @@
-"""Online aggregation over faces and its backward surrogate, shared by the tiled XLA path and the
-Pallas kernels.
+"""Aggregation over faces, written once for both streamed backends: the per-pixel online state,
+its update by one window of faces, the final RGBA, and the backward's linear surrogate.
 
-Both fast paths stream the faces that can reach a set of pixels in *windows* of ``K`` faces.
-Per pixel they keep a small state (a dict of arrays shaped like the pixels, ``[..., P]``):
-
-* alpha: ``log1m`` = running ``sum log(1 - D)`` (``prod``), ``asum`` = running ``sum D``
-  (``sum``) or ``ahard`` = 0/1 "some D > 0.5" (``hard``);
-* colour, ``softmax``: running maximum ``zmax`` of the scaled depths (starting at the
-  background's ``eps / gamma``), ``wsum`` = sum of weights, ``acc0..2`` = weighted colours,
-  all relative to ``exp(zmax)`` (online softmax: no overflow for tiny gamma);
-* colour, ``hard``: depth ``zbest``, flattened face id ``fbest`` (-1: none) and colour
-  ``rgb0..2`` of the nearest candidate.
-
-Colours are tuples of 3 channel arrays (no trailing axis of 3, which Triton blocks cannot hold).
-Pair arrays (:class:`~softjax.ops.pixel_face.PairTerms`) are ``[..., P, K]``.
-
-The backward pass recomputes each window's pair terms and differentiates, with respect to the
-window's face data only, the linear surrogate :func:`surrogate_total` built from the saved
-per-pixel aggregates (:func:`backward_consts`); its gradient is exactly the window's share of
-the gradient of the loss.
+``docs/pipeline.md`` describes where these run; ``docs/gradients.md`` derives the state, the
+surrogate and its constants. Colours are tuples of 3 channel arrays (no trailing axis of 3,
+which Triton blocks cannot hold); per-pixel arrays are ``[..., P]`` and pair arrays
+(:class:`~softjax.ops.pixel_face.PairTerms`) ``[..., P, K]``.
 """
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from softjax.ops.options import Scalars, StaticOptions
-from softjax.ops.pixel_face import PairTerms
+from softjax.ops.pixel_face import PairTerms, pair_terms
 
-SAVED_KEYS = ("log1m", "zmax", "wsum", "fbest")
+
+class AggState(NamedTuple):
+    """Per-pixel state of the online aggregation; the fields a mode does not use are ``None``.
+
+    Fields are in alphabetical order, so that the state flattens (e.g. as a loop carry) in the
+    same order as the string-keyed dict it replaced.
+    """
+
+    acc: tuple[jax.Array, ...] | None = None  # softmax: weighted colours, relative to e^zmax
+    ahard: jax.Array | None = None  # alpha 'hard': 0/1, "some D > 0.5"
+    asum: jax.Array | None = None  # alpha 'sum': running sum of D
+    fbest: jax.Array | None = None  # rgb 'hard': int32 flattened id of the nearest face (-1)
+    log1m: jax.Array | None = None  # alpha 'prod': running sum of log(1 - D)
+    rgb: tuple[jax.Array, ...] | None = None  # rgb 'hard': colour of the nearest face
+    wsum: jax.Array | None = None  # softmax: sum of the weights, relative to e^zmax
+    zbest: jax.Array | None = None  # rgb 'hard': depth of the nearest face
+    zmax: jax.Array | None = None  # softmax: running maximum of the scaled depths
+
+
+class BackwardConsts(NamedTuple):
+    """Per-pixel constants of the backward surrogate (``None`` where a mode has none)."""
+
+    c_rgb: tuple[jax.Array, ...] | None = None  # softmax: g_c / wsum
+    c_w: jax.Array | None = None  # softmax: -sum_c g_c out_c / wsum
+    zmax: jax.Array | None = None  # softmax: the forward's final zmax
+    g_rgb: tuple[jax.Array, ...] | None = None  # rgb 'hard': the colour cotangents
+    fbest: jax.Array | None = None  # rgb 'hard': the forward's nearest face
+    c_a: jax.Array | None = None  # smooth alpha 'prod' / 'sum': the alpha weight
+
+
+def terms_with_options(px, py, face, opts: StaticOptions, scalars: Scalars) -> PairTerms:
+    """:func:`softjax.ops.pixel_face.pair_terms` with the options of a ``soft_rasterize`` call.
+
+    Args:
+      px, py: pixel centres broadcasting against the face axis, e.g. ``[..., P, 1]``.
+      face: :class:`~softjax.ops.pixel_face.FaceData` shaped as ``pair_terms`` takes it.
+      opts: static options; scalars: the traced scalar options.
+
+    Returns:
+      :class:`~softjax.ops.pixel_face.PairTerms`, ``[..., P, K]``.
+    """
+    return pair_terms(
+        px,
+        py,
+        face,
+        dist_func=opts.dist_func,
+        sigma_val=scalars.sigma_val,
+        dist_eps=scalars.dist_eps,
+        gamma_val=scalars.gamma_val,
+        near=scalars.near,
+        far=scalars.far,
+        fill_back=scalars.fill_back,
+    )
 
 
 def mask_terms(terms: PairTerms, present) -> PairTerms:
@@ -44,8 +81,15 @@ def mask_terms(terms: PairTerms, present) -> PairTerms:
     )
 
 
-def init_state(shape, opts: StaticOptions, sc: Scalars, dtype) -> dict[str, jax.Array]:
-    """The per-pixel state before any face, arrays of ``shape`` (``fbest`` int32)."""
+def init_state(shape, opts: StaticOptions, scalars: Scalars, dtype) -> AggState:
+    """The per-pixel state before any face.
+
+    Args:
+      shape: the pixels' shape; opts, scalars: the call's options; dtype: float dtype.
+
+    Returns:
+      :class:`AggState` of arrays of ``shape`` (``fbest`` int32).
+    """
     st = {}
     if opts.aggr_alpha == "prod":
         st["log1m"] = jnp.zeros(shape, dtype)
@@ -53,44 +97,49 @@ def init_state(shape, opts: StaticOptions, sc: Scalars, dtype) -> dict[str, jax.
         st["asum"] = jnp.zeros(shape, dtype)
     else:
         st["ahard"] = jnp.zeros(shape, dtype)
+    bg = tuple(jnp.full(shape, opts.background[c], dtype) for c in range(3))
     if opts.aggr_rgb == "softmax":
-        st["zmax"] = jnp.full(shape, sc.eps / sc.gamma, dtype)
+        # the background is the first candidate: weight 1 at the shift eps / gamma_val
+        st["zmax"] = jnp.full(shape, scalars.eps / scalars.gamma_val, dtype)
         st["wsum"] = jnp.ones(shape, dtype)
-        for c in range(3):
-            st[f"acc{c}"] = jnp.full(shape, opts.background[c], dtype)
+        st["acc"] = bg
     else:
         st["zbest"] = jnp.full(shape, jnp.inf, dtype)
         st["fbest"] = jnp.full(shape, -1, jnp.int32)
-        for c in range(3):
-            st[f"rgb{c}"] = jnp.full(shape, opts.background[c], dtype)
-    return st
+        st["rgb"] = bg
+    return AggState(**st)
 
 
-def update_state(st: dict, t: PairTerms, colors: tuple, fid, opts: StaticOptions) -> dict:
+def update_state(st: AggState, t: PairTerms, colors: tuple, fid, opts: StaticOptions) -> AggState:
     """Folds one window of faces into the state.
 
     Args:
-      st: state dict, arrays ``[..., P]``.
-      t: masked pair terms ``[..., P, K]``; colors: 3 arrays ``[..., P, K]``.
+      st: the state, arrays ``[..., P]``.
+      t: masked pair terms ``[..., P, K]``.
+      colors: 3 arrays ``[..., P, K]``, the faces' colours at the pixels.
       fid: ``[..., 1, K]`` int32 flattened face ids (any value where the slot is empty).
+      opts: static options.
+
+    Returns:
+      the new :class:`AggState`.
     """
     new = {}
     if opts.aggr_alpha == "prod":
-        new["log1m"] = st["log1m"] + jnp.sum(jnp.where(t.valid, t.log1m_prob, 0.0), -1)
+        new["log1m"] = st.log1m + jnp.sum(jnp.where(t.valid, t.log1m_prob, 0.0), -1)
     elif opts.aggr_alpha == "sum":
-        new["asum"] = st["asum"] + jnp.sum(jnp.where(t.valid, t.prob, 0.0), -1)
+        new["asum"] = st.asum + jnp.sum(jnp.where(t.valid, t.prob, 0.0), -1)
     else:
         hit = jnp.max(jnp.where(t.valid & (t.prob > 0.5), 1.0, 0.0), -1)
-        new["ahard"] = jnp.maximum(st["ahard"], hit.astype(st["ahard"].dtype))
+        new["ahard"] = jnp.maximum(st.ahard, hit.astype(st.ahard.dtype))
     if opts.aggr_rgb == "softmax":
-        zmax = jnp.maximum(st["zmax"], jnp.max(jnp.where(t.rgb_ok, t.znorm_g, -jnp.inf), -1))
-        scale = jnp.exp(st["zmax"] - zmax)
+        # online softmax: rescale the old sums when the window raises the maximum
+        zmax = jnp.maximum(st.zmax, jnp.max(jnp.where(t.rgb_ok, t.znorm_g, -jnp.inf), -1))
+        scale = jnp.exp(st.zmax - zmax)
         e = jnp.exp(jnp.where(t.rgb_ok, t.znorm_g - zmax[..., None], 0.0))
         w = jnp.where(t.rgb_ok, t.prob * e, 0.0)
         new["zmax"] = zmax
-        new["wsum"] = st["wsum"] * scale + jnp.sum(w, -1)
-        for c in range(3):
-            new[f"acc{c}"] = st[f"acc{c}"] * scale + jnp.sum(w * colors[c], -1)
+        new["wsum"] = st.wsum * scale + jnp.sum(w, -1)
+        new["acc"] = tuple(st.acc[c] * scale + jnp.sum(w * colors[c], -1) for c in range(3))
     else:
         depth = jnp.where(t.rgb_ok & t.inside, t.depth, jnp.inf)
         dmin = jnp.min(depth, -1)
@@ -98,137 +147,132 @@ def update_state(st: dict, t: PairTerms, colors: tuple, fid, opts: StaticOptions
         k = jnp.arange(depth.shape[-1], dtype=jnp.int32)
         first = jnp.min(jnp.where(depth == dmin[..., None], k, depth.shape[-1]), -1)
         sel = k == first[..., None]
-        better = dmin < st["zbest"]
-        new["zbest"] = jnp.where(better, dmin, st["zbest"])
+        better = dmin < st.zbest
+        new["zbest"] = jnp.where(better, dmin, st.zbest)
         fsel = jnp.sum(jnp.where(sel, fid, 0), -1).astype(jnp.int32)
-        new["fbest"] = jnp.where(better, fsel, st["fbest"])
+        new["fbest"] = jnp.where(better, fsel, st.fbest)
+        rgb = []
         for c in range(3):
             col = jnp.sum(jnp.where(sel, colors[c], 0.0), -1)
-            new[f"rgb{c}"] = jnp.where(better, col, st[f"rgb{c}"])
-    return new
+            rgb.append(jnp.where(better, col, st.rgb[c]))
+        new["rgb"] = tuple(rgb)
+    return AggState(**new)
 
 
-def finalize(st: dict, opts: StaticOptions, faces_per_image: int) -> tuple:
+def finalize(st: AggState, opts: StaticOptions, faces_per_image: int) -> tuple:
     """RGBA (4 arrays shaped like the pixels) from the final state."""
     if opts.aggr_alpha == "prod":
-        alpha = -jnp.expm1(st["log1m"])
+        alpha = -jnp.expm1(st.log1m)
     elif opts.aggr_alpha == "sum":
-        alpha = st["asum"] / faces_per_image
+        alpha = st.asum / faces_per_image
     else:
-        alpha = st["ahard"]
+        alpha = st.ahard
     if opts.aggr_rgb == "softmax":
-        inv = 1.0 / st["wsum"]
-        rgb = tuple(st[f"acc{c}"] * inv for c in range(3))
+        inv = 1.0 / st.wsum
+        rgb = tuple(st.acc[c] * inv for c in range(3))
     else:
-        rgb = tuple(st[f"rgb{c}"] for c in range(3))
-    return rgb + (alpha,)
+        rgb = st.rgb
+    return tuple(rgb) + (alpha,)
 
 
-def backward_consts(saved: dict, out, g, opts: StaticOptions, faces_per_image: int) -> dict:
+def saved_state(st: AggState) -> AggState:
+    """The part of the final state the backward needs (``log1m``, ``zmax``, ``wsum``,
+    ``fbest``, those the mode has); the RGBA output is saved next to it."""
+    return AggState(log1m=st.log1m, zmax=st.zmax, wsum=st.wsum, fbest=st.fbest)
+
+
+def backward_consts(
+    saved: AggState, out, g, opts: StaticOptions, faces_per_image: int
+) -> BackwardConsts:
     """Per-pixel constants of the backward surrogate.
 
     Args:
-      saved: the forward's state entries named in :data:`SAVED_KEYS` (those present).
+      saved: :func:`saved_state` of the forward, arrays ``[..., P]``.
       out: forward RGBA, ``[..., P, 4]``; g: cotangent of the RGBA, ``[..., P, 4]``.
+      opts: static options; faces_per_image: F (alpha 'sum' divides by it).
 
     Returns:
-      dict of ``[..., P]`` arrays: ``c_rgb0..2``, ``c_w``, ``zmax`` (softmax) or ``g_rgb0..2``,
-      ``fbest`` (hard); ``c_a`` for the smooth alpha modes.
+      :class:`BackwardConsts` of ``[..., P]`` arrays.
     """
     consts = {}
     if opts.aggr_rgb == "softmax":
-        inv = 1.0 / saved["wsum"]
-        for c in range(3):
-            consts[f"c_rgb{c}"] = g[..., c] * inv
+        inv = 1.0 / saved.wsum
+        consts["c_rgb"] = tuple(g[..., c] * inv for c in range(3))
         consts["c_w"] = -jnp.sum(g[..., :3] * out[..., :3], -1) * inv
-        consts["zmax"] = saved["zmax"]
+        consts["zmax"] = saved.zmax
     else:
-        for c in range(3):
-            consts[f"g_rgb{c}"] = g[..., c]
-        consts["fbest"] = saved["fbest"]
+        consts["g_rgb"] = tuple(g[..., c] for c in range(3))
+        consts["fbest"] = saved.fbest
     if opts.dist_func != "hard":
         if opts.aggr_alpha == "prod":
-            consts["c_a"] = -g[..., 3] * jnp.exp(saved["log1m"])
+            consts["c_a"] = -g[..., 3] * jnp.exp(saved.log1m)
         elif opts.aggr_alpha == "sum":
             consts["c_a"] = g[..., 3] / faces_per_image
-    return consts
+    return BackwardConsts(**consts)
 
 
-def surrogate_total(t: PairTerms, colors: tuple, c: dict, fid, opts: StaticOptions):
+def surrogate_total(t: PairTerms, colors: tuple, c: BackwardConsts, fid, opts: StaticOptions):
     """The window's linear surrogate (a scalar); its gradient with respect to the window's face
     data is the window's share of the loss gradient.
 
     Args:
       t: masked pair terms ``[..., P, K]``; colors: 3 arrays ``[..., P, K]``.
-      c: :func:`backward_consts` entries for these pixels, ``[..., P]``.
+      c: :func:`backward_consts` for these pixels, ``[..., P]``.
       fid: ``[..., 1, K]`` int32 face ids, negative for empty slots.
+      opts: static options.
     """
     total = 0.0
     if opts.aggr_rgb == "softmax":
-        e = jnp.exp(jnp.where(t.rgb_ok, t.znorm_g - c["zmax"][..., None], 0.0))
+        e = jnp.exp(jnp.where(t.rgb_ok, t.znorm_g - c.zmax[..., None], 0.0))
         w = jnp.where(t.rgb_ok, t.prob * e, 0.0)
-        lin = c["c_w"][..., None] + c["c_rgb0"][..., None] * colors[0]
-        lin = lin + c["c_rgb1"][..., None] * colors[1] + c["c_rgb2"][..., None] * colors[2]
+        lin = c.c_w[..., None] + c.c_rgb[0][..., None] * colors[0]
+        lin = lin + c.c_rgb[1][..., None] * colors[1] + c.c_rgb[2][..., None] * colors[2]
         total = total + jnp.sum(w * lin)
     else:
-        hit = (fid == c["fbest"][..., None]) & (fid >= 0)
-        lin = c["g_rgb0"][..., None] * colors[0] + c["g_rgb1"][..., None] * colors[1]
-        lin = lin + c["g_rgb2"][..., None] * colors[2]
+        hit = (fid == c.fbest[..., None]) & (fid >= 0)
+        lin = c.g_rgb[0][..., None] * colors[0] + c.g_rgb[1][..., None] * colors[1]
+        lin = lin + c.g_rgb[2][..., None] * colors[2]
         total = total + jnp.sum(jnp.where(hit, lin, 0.0))
-    if "c_a" in c:
+    if c.c_a is not None:
         val = t.log1m_prob if opts.aggr_alpha == "prod" else t.prob
-        total = total + jnp.sum(jnp.where(t.valid, val, 0.0) * c["c_a"][..., None])
+        total = total + jnp.sum(jnp.where(t.valid, val, 0.0) * c.c_a[..., None])
     return total
 
 
-def scalar_grads(g_sc, consts: dict, sc: Scalars, opts: StaticOptions, dtype) -> Scalars:
-    """Gradients of the traced scalars: the faces' share ``g_sc`` = (sigma, gamma, near, far)
-    summed over all windows, plus the background weight's share (eps, gamma)."""
+def scalar_grads(
+    g_sc, consts: BackwardConsts, scalars: Scalars, opts: StaticOptions, dtype
+) -> Scalars:
+    """Gradients of the traced scalars.
+
+    Args:
+      g_sc: the faces' share, ``(sigma_val, gamma_val, near, far)`` summed over all windows.
+      consts: :func:`backward_consts` of every pixel; scalars: the call's scalars.
+      opts: static options; dtype: float dtype.
+
+    Returns:
+      :class:`Scalars` of gradients: the faces' share plus the background weight's share
+      (``eps``, ``gamma_val``); zero for ``dist_eps`` and ``fill_back``.
+    """
     g_sigma, g_gamma, g_near, g_far = g_sc
     g_eps = jnp.zeros((), dtype)
     if opts.aggr_rgb == "softmax":
-        # background weight exp(eps / gamma - zmax) (zmax held constant: the result is
+        # background weight exp(eps / gamma_val - zmax) (zmax held constant: the result is
         # invariant to it)
         bg = opts.background
-        k_bg = consts["c_w"] + sum(consts[f"c_rgb{c}"] * bg[c] for c in range(3))
+        k_bg = consts.c_w + sum(consts.c_rgb[c] * bg[c] for c in range(3))
 
-        def bg_term(eps, gamma):
-            return jnp.sum(k_bg * jnp.exp(eps / gamma - consts["zmax"]))
+        def bg_term(eps, gamma_val):
+            return jnp.sum(k_bg * jnp.exp(eps / gamma_val - consts.zmax))
 
-        d_eps, d_gamma = jax.grad(bg_term, argnums=(0, 1))(sc.eps, sc.gamma)
+        d_eps, d_gamma = jax.grad(bg_term, argnums=(0, 1))(scalars.eps, scalars.gamma_val)
         g_eps = g_eps + d_eps
         g_gamma = g_gamma + d_gamma
     return Scalars(
-        sigma=g_sigma,
-        gamma=g_gamma,
+        sigma_val=g_sigma,
+        gamma_val=g_gamma,
         near=g_near,
         far=g_far,
         eps=g_eps,
         dist_eps=jnp.zeros((), dtype),
-        fill_back=jnp.zeros_like(sc.fill_back),
+        fill_back=jnp.zeros_like(scalars.fill_back),
     )
-
-
-def streamed_vjp(forward: Callable, backward: Callable, doc: str) -> Callable:
-    """The ``custom_vjp`` op of a streamed implementation (the XLA path, the Pallas kernels).
-
-    ``forward(face_vertices, textures, sc, opts, cfg) -> (image, saved)`` computes the image and
-    the per-pixel aggregates; ``backward(face_vertices, textures, sc, opts, cfg, saved, g)``
-    returns the cotangents of ``(face_vertices, textures, sc)``. ``opts`` and ``cfg`` are static.
-    """
-
-    @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
-    def op(face_vertices, textures, sc: Scalars, opts: StaticOptions, cfg):
-        return forward(face_vertices, textures, sc, opts, cfg)[0]
-
-    def fwd(face_vertices, textures, sc, opts, cfg):
-        image, saved = forward(face_vertices, textures, sc, opts, cfg)
-        return image, (face_vertices, textures, sc, saved)
-
-    def bwd(opts, cfg, res, g):
-        face_vertices, textures, sc, saved = res
-        return backward(face_vertices, textures, sc, opts, cfg, saved, g)
-
-    op.defvjp(fwd, bwd)
-    op.__doc__ = doc
-    return op

@@ -1,11 +1,9 @@
-"""Screen-tile binning of faces, shared by the XLA path and the Pallas kernels.
+"""Screen-tile binning of faces and the tiling configuration, shared by both streamed backends.
 
-The image is cut into ``tile x tile`` pixel tiles. A face can only affect pixels inside its 2D
-bounding box grown by ``sqrt(T)`` (spec section 2), so it is listed in every tile that box
-overlaps. The (tile, face) pairs are generated face by face into a fixed-capacity buffer and
-sorted by tile. When the pairs do not fit the buffer they are processed in several *passes*
-(pass ``p`` holds pairs ``[p * capacity, (p + 1) * capacity)`` of the face-major enumeration),
-so no face is ever dropped; results are exact for any capacity.
+A face is listed in every ``tile x tile`` pixel tile that its bounding box grown by
+``sqrt(T)`` overlaps (``docs/semantics.md``, the culling threshold); the (tile, face) pairs are
+enumerated face by face and processed in fixed-capacity *passes* sorted by tile, so no face is
+ever dropped. ``docs/pipeline.md`` describes the whole flow and what the tiling knobs mean.
 
 Tiles, faces and pixels are flattened over the batch: tile ``t = b * n * n + ty * n + tx`` and
 face ``f = b * F + j``.
@@ -22,6 +20,78 @@ from softjax.ops.pixel_face import FaceData, pixel_center_x, pixel_center_y, thr
 
 # tile * faces_per_image + face must fit in int32 for the single-key sort
 COMPOSITE_KEY_LIMIT = 2**31
+
+BACKENDS = ("xla", "pallas")  # the streamed backends that bin faces
+
+
+class TilingConfig(NamedTuple):
+    """Static performance knobs of the streamed backends (the tiled XLA path and the Pallas
+    kernels); results do not depend on them beyond float rounding (any capacity is exact:
+    pairs that do not fit are processed in further passes). 0 (or ``None``) picks the running
+    backend's default; ``docs/pipeline.md`` explains each knob.
+
+    Attributes:
+      tile: pixels per tile side. XLA default: 8, or 4 for dense meshes (fewer than 8 pixels
+        per face); Pallas default 8 (a power of two: ``tile**2`` pixels per program).
+      window: faces streamed per step of the forward (Pallas: a power of two).
+      bwd_window: the same for the backward. XLA default: ``window``; Pallas default 8 (its
+        in-kernel gradient keeps more values alive per pair; a power of two).
+      capacity: (tile, face) pairs per binning pass; default from :func:`pair_capacity`.
+      group: XLA only, tiles processed together; default about 1024 pixels per step.
+      num_warps, bwd_num_warps, num_stages: Pallas only, Triton launch parameters of the
+        forward and the backward kernel.
+      interpret: Pallas only; ``True`` runs the kernels in the Pallas interpreter (any
+        platform, slow), ``None`` exactly when the default backend is not a GPU.
+    """
+
+    tile: int = 0
+    window: int = 16
+    bwd_window: int = 0
+    capacity: int = 0
+    group: int = 0
+    num_warps: int = 4
+    bwd_num_warps: int = 8
+    num_stages: int = 1
+    interpret: bool | None = None
+
+
+class _BackendDefaults(NamedTuple):
+    tile: int  # 0: chosen from the problem size (8, or 4 for dense meshes)
+    bwd_window: int  # 0: the forward window
+    pairs_per_face: int  # of the default capacity
+    pairs_per_tile: int
+
+
+# The Pallas capacity is more generous: a GPU pays more for a second pass (another sort and
+# launch) than for idle slots. E.g. 1024^2 x 38,720 faces at sigma 1e-5 with 8-pixel tiles
+# makes ~443k pairs (Pallas default: 518k); 256 x 64^2 x 1,280 faces ~1.07M (default: 3.4M).
+_DEFAULTS = {"xla": _BackendDefaults(0, 0, 8, 4), "pallas": _BackendDefaults(8, 8, 10, 8)}
+
+
+def resolve_tiling(
+    cfg: TilingConfig, backend: str, image_size: int, faces_per_image: int
+) -> TilingConfig:
+    """Fills in the automatic fields of ``cfg`` (all but ``capacity`` and ``interpret``).
+
+    Args:
+      cfg: the caller's configuration.
+      backend: ``'xla'`` or ``'pallas'``, whose defaults apply.
+      image_size: S, pixels per image side.
+      faces_per_image: F.
+
+    Returns:
+      ``cfg`` with ``tile``, ``window`` (at least 1), ``bwd_window`` and ``group`` set.
+    """
+    d = _DEFAULTS[backend]
+    auto_tile = 8 if image_size * image_size >= 8 * max(faces_per_image, 1) else 4
+    tile = cfg.tile or d.tile or auto_tile
+    window = max(cfg.window, 1)
+    return cfg._replace(
+        tile=tile,
+        window=window,
+        bwd_window=cfg.bwd_window or d.bwd_window or window,
+        group=cfg.group or max(1, 1024 // (tile * tile)),
+    )
 
 
 class TileGrid(NamedTuple):
@@ -51,9 +121,18 @@ def make_grid(image_size: int, tile: int, batch: int, faces: int) -> TileGrid:
     return TileGrid(image_size, tile, n, batch, faces)
 
 
-def default_capacity(grid: TileGrid) -> int:
-    """Pairs per binning pass when none is given: 8 per face + 4 per tile (4096 to 2**24)."""
-    return int(min(max(8 * grid.num_faces + 4 * grid.num_tiles, 4096), 1 << 24))
+def pair_capacity(cfg: TilingConfig, grid: TileGrid, backend: str) -> int:
+    """(tile, face) pairs per binning pass: ``cfg.capacity``, or by default a number of pairs
+    per face and per tile (XLA: 8 and 4, Pallas: 10 and 8), clamped to [4096, 2**24].
+
+    Args:
+      cfg: the configuration; grid: the tiling of the batch; backend: ``'xla'`` or ``'pallas'``.
+    """
+    if cfg.capacity > 0:
+        return cfg.capacity
+    d = _DEFAULTS[backend]
+    pairs = d.pairs_per_face * grid.num_faces + d.pairs_per_tile * grid.num_tiles
+    return int(min(max(pairs, 4096), 1 << 24))
 
 
 class FaceTiles(NamedTuple):
@@ -67,14 +146,16 @@ class FaceTiles(NamedTuple):
     total: jax.Array  # scalar int32, number of (tile, face) pairs
 
 
-def face_tiles(face: FaceData, sigma, dist_eps, grid: TileGrid) -> FaceTiles:
+def face_tiles(face: FaceData, sigma_val, dist_eps, grid: TileGrid) -> FaceTiles:
     """Tiles overlapped by each face's bounding box grown by ``sqrt(T)``.
 
     Args:
       face: :class:`FaceData` with fields ``[BF, 3]``.
+      sigma_val, dist_eps: scalars of the culling threshold ``T``.
+      grid: the tiling.
     """
     s = grid.image_size
-    grow = jnp.sqrt(jnp.maximum(threshold(sigma, dist_eps), 0.0))
+    grow = jnp.sqrt(jnp.maximum(threshold(sigma_val, dist_eps), 0.0))
     xmin = jnp.min(face.x, axis=-1) - grow
     xmax = jnp.max(face.x, axis=-1) + grow
     ymin = jnp.min(face.y, axis=-1) - grow

@@ -25,9 +25,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from softjax.ops import binning
+from softjax.ops.binning import TilingConfig
 from softjax.ops.options import Scalars, StaticOptions
-from softjax.ops.pallas_kernels import PallasConfig, rasterize_pallas, resolve_config
-from softjax.ops.xla_tiled import TilingConfig, rasterize_tiled
+from softjax.ops.pallas_kernels import rasterize_pallas, resolve_config
+from softjax.ops.xla_tiled import rasterize_tiled
 
 ENV_VAR = "SOFTJAX_BACKEND"
 ENV_CHOICES = ("auto", "xla", "pallas")
@@ -60,9 +62,11 @@ class OptionKey(NamedTuple):
     ``num_texels`` belongs here because the kernels unroll their texel lookup over it (one
     texel: a broadcast; more: a one-hot sum of ``T`` terms; the packed per-face rows have
     ``9 + 3 T`` fields), so a lowering or compilation failure can depend on it. The
-    :class:`PallasConfig` belongs here because its tile, windows, warps and stages are the
-    Triton block shapes and launch parameters (resource limits are per configuration) and its
-    capacity the number of binning passes; the check runs with the caller's configuration.
+    kernels' :class:`~softjax.ops.binning.TilingConfig` belongs here because its tile, windows,
+    warps and stages are the Triton block shapes and launch parameters (resource limits are
+    per configuration) and its capacity the number of binning passes; the check runs with the
+    caller's configuration (held with the kernels' default tile and backward window filled in,
+    so that an explicit default is the same key).
     Image size, batch, face count and the traced scalars only change array sizes or values of
     the same code (``fill_back`` is traced, so the check covers both of its values).
     """
@@ -73,16 +77,24 @@ class OptionKey(NamedTuple):
     texture_type: str
     num_texels: int
     dtype: str
-    pallas_config: PallasConfig
+    pallas_config: TilingConfig
 
     def describe(self) -> str:
         """A readable one-line form, used as :func:`backend_report`'s key and in warnings."""
-        cfg = "default" if self.pallas_config == PallasConfig() else repr(self.pallas_config)
+        own = _pallas_key_config(self.pallas_config)
+        cfg = "default" if own == _pallas_key_config(TilingConfig()) else repr(own)
         return (
             f"dist_func={self.dist_func}, aggr_func_rgb={self.aggr_rgb}, "
             f"aggr_func_alpha={self.aggr_alpha}, texture_type={self.texture_type}, "
             f"texels={self.num_texels}, dtype={self.dtype}, pallas_config={cfg}"
         )
+
+
+def _pallas_key_config(cfg: TilingConfig | None) -> TilingConfig:
+    """``cfg`` (``None``: the defaults) with the kernels' default tile and backward window."""
+    cfg = cfg or TilingConfig()
+    filled = binning.resolve_tiling(cfg, "pallas", 1, 1)
+    return cfg._replace(tile=filled.tile, bwd_window=filled.bwd_window)
 
 
 class Decision(NamedTuple):
@@ -134,7 +146,7 @@ def choose_backend(
     opts: StaticOptions,
     num_texels: int,
     dtype: Any,
-    pallas_config: PallasConfig | None,
+    pallas_config: TilingConfig | None,
 ) -> str:
     """Resolves ``'auto'`` to ``'pallas'`` or ``'xla'`` (running the self-check at most once per
     option set) and records the decision for :func:`backend_report`.
@@ -145,7 +157,7 @@ def choose_backend(
       opts: the call's :class:`StaticOptions`.
       num_texels: ``textures.shape[2]`` (R*R texels per face, or 3 corner colours).
       dtype: the dtype of the call's face vertices and textures.
-      pallas_config: the call's ``pallas_config`` (``None``: the default).
+      pallas_config: the configuration the kernels would run with (``None``: the default).
 
     Returns:
       the concrete backend: ``requested`` unless it is ``'auto'``.
@@ -157,7 +169,7 @@ def choose_backend(
         opts.texture_type,
         int(num_texels),
         jnp.dtype(dtype).name,
-        pallas_config or PallasConfig(),
+        _pallas_key_config(pallas_config),
     )
     if requested != "auto":
         how = f"{ENV_VAR}={requested}" if from_env else f"backend={requested!r} passed"
@@ -253,7 +265,7 @@ def check_scene(
     Faces of both windings overlap (so fill_back and the depth aggregation matter), one
     crosses the near plane (z from 0.5), one reaches beyond far (z up to 7.5, far = 6), one
     is binned to all four 8x8 tiles, and the second image is the first rotated by 90 degrees with
-    the faces in reverse order and other textures (a mixed-up batch offset shows). ``sigma``
+    the faces in reverse order and other textures (a mixed-up batch offset shows). ``sigma_val``
     1e-2 makes each face's soft edge span about two pixels, so gradients are non-zero at many
     pixels and the distance culling (``dist_eps``) and face binning take part.
 
@@ -288,21 +300,22 @@ def check_scene(
         aggr_alpha=key.aggr_alpha,
         texture_type=key.texture_type,
     )
-    scalars = dict(sigma=1e-2, gamma=1e-2, near=1.0, far=6.0, eps=1e-3, dist_eps=1e-4)
+    scalars = dict(sigma_val=1e-2, gamma_val=1e-2, near=1.0, far=6.0, eps=1e-3, dist_eps=1e-4)
     return fv, tex, weights, opts, scalars
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2))
-def _image_and_grads(raster, opts: StaticOptions, cfg, fv, tex, sc: Scalars, weights):
-    """``raster(fv, tex, sc, opts, cfg)`` and its vjp with ``weights`` (one compilation per
+def _image_and_grads(raster, opts: StaticOptions, cfg, fv, tex, scalars: Scalars, weights):
+    """``raster(fv, tex, scalars, opts, cfg)`` and its vjp with ``weights`` (one compilation per
     rasterizer and option set, reused when a check is repeated, e.g. after :func:`_reset`)."""
-    img, pull = jax.vjp(lambda f, t, s: raster(f, t, s, opts, cfg), fv, tex, sc)
+    img, pull = jax.vjp(lambda f, t, s: raster(f, t, s, opts, cfg), fv, tex, scalars)
     return img, pull(weights)
 
 
 def _compare(key: OptionKey) -> tuple[float, float]:
     """Pallas against XLA on :func:`check_scene` for ``fill_back`` off and on: the image and the
-    gradients (vertices, textures, sigma, gamma, near, far, eps) of a random weighting of it.
+    gradients (vertices, textures, sigma_val, gamma_val, near, far, eps) of a random weighting
+    of it.
 
     Returns:
       ``(largest absolute image difference, largest gradient difference relative to
@@ -325,12 +338,12 @@ def _compare(key: OptionKey) -> tuple[float, float]:
     names = ("face_vertices", "textures", *Scalars._fields)
     worst_image = worst_grad = 0.0
     for fill_back in (0.0, 1.0):
-        sc = Scalars(
+        scalars = Scalars(
             **{k: np.asarray(v, dtype) for k, v in values.items()},
             fill_back=np.asarray(fill_back, dtype),
         )
-        img, grads = jax.device_get(runs["pallas"](fv, tex, sc, weights))
-        img_x, grads_x = jax.device_get(runs["xla"](fv, tex, sc, weights))
+        img, grads = jax.device_get(runs["pallas"](fv, tex, scalars, weights))
+        img_x, grads_x = jax.device_get(runs["xla"](fv, tex, scalars, weights))
         leaves = [("image", img, img_x, 1.0)]
         pairs = zip(names, jax.tree.leaves(grads), jax.tree.leaves(grads_x), strict=True)
         for name, g, g_x in pairs:

@@ -10,15 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from softjax.concrete import concrete_value
-from softjax.ops.pixel_face import (
-    AGGR_ALPHA,
-    AGGR_RGB,
-    DIST_FUNCS,
-    TEXTURE_TYPES,
-    FaceData,
-    PairTerms,
-    pair_terms,
-)
+from softjax.ops.pixel_face import AGGR_ALPHA, AGGR_RGB, DIST_FUNCS, TEXTURE_TYPES
 
 BACKENDS = ("auto", "xla", "pallas", "reference")
 
@@ -35,10 +27,11 @@ class StaticOptions(NamedTuple):
 
 
 class Scalars(NamedTuple):
-    """Options that may be traced values (and receive gradients where meaningful)."""
+    """Options that may be traced values (and receive gradients where meaningful); named as
+    ``soft_rasterize``'s arguments, each a scalar of the inputs' dtype."""
 
-    sigma: jax.Array
-    gamma: jax.Array
+    sigma_val: jax.Array
+    gamma_val: jax.Array
     near: jax.Array
     far: jax.Array
     eps: jax.Array
@@ -163,8 +156,8 @@ def check_inputs(
         texture_type=texture_type,
     )
     scalars = Scalars(
-        sigma=jnp.asarray(sigma_val, dtype),
-        gamma=jnp.asarray(gamma_val, dtype),
+        sigma_val=jnp.asarray(sigma_val, dtype),
+        gamma_val=jnp.asarray(gamma_val, dtype),
         near=jnp.asarray(near, dtype),
         far=jnp.asarray(far, dtype),
         eps=jnp.asarray(eps, dtype),
@@ -172,19 +165,3 @@ def check_inputs(
         fill_back=jnp.asarray(fill_back, dtype),
     )
     return face_vertices, textures, statics, scalars, backend
-
-
-def terms_with_options(px, py, face: FaceData, opts: StaticOptions, sc: Scalars) -> PairTerms:
-    """:func:`softjax.ops.pixel_face.pair_terms` with the options of a ``soft_rasterize`` call."""
-    return pair_terms(
-        px,
-        py,
-        face,
-        dist_func=opts.dist_func,
-        sigma=sc.sigma,
-        dist_eps=sc.dist_eps,
-        gamma=sc.gamma,
-        near=sc.near,
-        far=sc.far,
-        fill_back=sc.fill_back,
-    )

@@ -24,11 +24,11 @@ AGGR_RGB = ("hard", "softmax")
 AGGR_ALPHA = ("hard", "sum", "prod")
 TEXTURE_TYPES = ("surface", "vertex")
 
-_DET_EPS = 1e-10  # |det| of the barycentric matrix is pushed to at least this (spec section 2)
+_DET_EPS = 1e-10  # |det| of the barycentric matrix is pushed to at least this
 _Z_EPS = 1e-10  # guards 1/z for vertices exactly at z = 0 (keeps gradients finite)
 _ONE_HOT_TEXELS = 16  # surface textures with at most this many texels are sampled by one-hot
 _EXACT = jax.lax.Precision.HIGHEST  # float32 contractions in float32, not TF32 (face_color)
-_WSUM_EPS = 1e-5  # floor of sum(clip(w, 0, 1)) before normalising (spec section 2)
+_WSUM_EPS = 1e-5  # floor of sum(clip(w, 0, 1)) before normalising
 
 
 class FaceData(NamedTuple):
@@ -58,7 +58,7 @@ class PairTerms(NamedTuple):
     inside: jax.Array  # bool: every barycentric weight in [0, 1] (closed triangle)
     depth: jax.Array  # perspective-correct z at the pixel (guarded to be finite)
     rgb_ok: jax.Array  # bool: valid, front-facing (or fill_back) and near <= depth <= far
-    znorm_g: jax.Array  # (far - depth) / (far - near) / gamma, 0 where not rgb_ok
+    znorm_g: jax.Array  # (far - depth) / (far - near) / gamma_val, 0 where not rgb_ok
     w_clip: jax.Array  # [..., P, K, 3] clipped, normalised barycentrics used for z and colour
 
 
@@ -85,9 +85,10 @@ def pixel_center_y(row, image_size: int):
     return (image_size - 1.0 - 2.0 * row) / image_size
 
 
-def threshold(sigma, dist_eps):
-    """Squared-distance threshold ``T = sigma * ln(1 / dist_eps - 1)`` beyond which D < dist_eps."""
-    return sigma * jnp.log(1.0 / dist_eps - 1.0)
+def threshold(sigma_val, dist_eps):
+    """Squared-distance threshold ``T = sigma_val * ln(1 / dist_eps - 1)`` beyond which
+    D < dist_eps."""
+    return sigma_val * jnp.log(1.0 / dist_eps - 1.0)
 
 
 def face_setup(face_vertices) -> FaceData:
@@ -179,9 +180,9 @@ def pair_terms(
     face: FaceData,
     *,
     dist_func: str,
-    sigma,
+    sigma_val,
     dist_eps,
-    gamma,
+    gamma_val,
     near,
     far,
     fill_back,
@@ -196,8 +197,8 @@ def pair_terms(
         the split layout (see :func:`corners`): every per-corner field a tuple of three
         ``[..., 1, K]`` arrays.
       dist_func: one of ``'hard'``, ``'barycentric'``, ``'euclidean'`` (static).
-      sigma, dist_eps, gamma, near, far: scalars (Python floats or traced arrays), or arrays
-        that broadcast against ``[..., P, K]``.
+      sigma_val, dist_eps, gamma_val, near, far: scalars (Python floats or traced arrays), or
+        arrays that broadcast against ``[..., P, K]``.
       fill_back: bool or 0/1 scalar (may be traced); when true every face counts as
         front-facing.
 
@@ -206,7 +207,7 @@ def pair_terms(
       (``[..., P, K, 3]`` stacked, or a tuple of three ``[..., P, K]`` arrays).
     """
     split = isinstance(face.a, tuple | list)
-    thr = jax.lax.stop_gradient(threshold(sigma, dist_eps))  # only used in comparisons
+    thr = jax.lax.stop_gradient(threshold(sigma_val, dist_eps))  # only used in comparisons
     grow = jnp.sqrt(jnp.maximum(thr, 0.0))
     fx, fy = corners(face.x), corners(face.y)
     fa, fb, fc = corners(face.a), corners(face.b), corners(face.c)
@@ -244,7 +245,7 @@ def pair_terms(
         else:  # pragma: no cover - validated by the caller
             raise ValueError(f"unknown dist_func {dist_func!r}")
         valid = in_box & keep
-        x = jnp.where(valid, d * (1.0 / sigma), 0.0)
+        x = jnp.where(valid, d * (1.0 / sigma_val), 0.0)
         prob = jax.nn.sigmoid(x)
         log1m_prob = -jax.nn.softplus(x)
 
@@ -260,7 +261,7 @@ def pair_terms(
     depth = 1.0 / inv_depth
     front = face.front | (jnp.asarray(fill_back) > 0)
     rgb_ok = valid & front & (depth >= near) & (depth <= far)
-    znorm_g = jnp.where(rgb_ok, (far - depth) * (1.0 / ((far - near) * gamma)), 0.0)
+    znorm_g = jnp.where(rgb_ok, (far - depth) * (1.0 / ((far - near) * gamma_val)), 0.0)
     return PairTerms(
         valid=valid,
         prob=prob,
@@ -298,10 +299,11 @@ def face_color(w_clip, textures, texture_type: str):
     Returns:
       ``[..., P, K, C]`` colours (split layout: a tuple of ``C`` arrays ``[..., P, K]``).
 
-    Surface texel choice (spec section 2): ``i = floor(w0 R)``, ``j = floor(w1 R)`` (clamped to
-    ``R - 1`` so that a corner weight of exactly 1 stays inside the face's texels); texel
-    ``j R + i`` if ``(w0 + w1) R - i - j <= 1`` else ``(R - 1 - j) R + (R - 1 - i)``, with
-    ``w0 + w1`` evaluated as ``1 - w2`` (equal for normalised weights, exact on the edge).
+    Surface texel choice (``docs/semantics.md``): ``i = floor(w0 R)``, ``j = floor(w1 R)``
+    (clamped to ``R - 1`` so that a corner weight of exactly 1 stays inside the face's
+    texels); texel ``j R + i`` if ``(w0 + w1) R - i - j <= 1`` else
+    ``(R - 1 - j) R + (R - 1 - i)``, with ``w0 + w1`` evaluated as ``1 - w2`` (equal for
+    normalised weights, exact on the edge).
     """
     if isinstance(w_clip, tuple | list):
         num_texels, channels = len(textures), len(textures[0])

@@ -8,10 +8,11 @@ import jax
 import jax.numpy as jnp
 
 from softjax.ops import dispatch
+from softjax.ops.binning import TilingConfig
 from softjax.ops.options import check_inputs
-from softjax.ops.pallas_kernels import PallasConfig, rasterize_pallas, resolve_config
+from softjax.ops.pallas_kernels import rasterize_pallas, resolve_config
 from softjax.ops.reference import rasterize_reference
-from softjax.ops.xla_tiled import TilingConfig, rasterize_tiled
+from softjax.ops.xla_tiled import rasterize_tiled
 
 
 def soft_rasterize(
@@ -33,7 +34,7 @@ def soft_rasterize(
     texture_type: str = "surface",
     backend: str | None = None,
     tiling: TilingConfig | None = None,
-    pallas_config: PallasConfig | None = None,
+    pallas_config: TilingConfig | None = None,
 ) -> jax.Array:
     """Soft-rasterizes screen-space triangles into RGBA images (SoftRas semantics).
 
@@ -74,11 +75,12 @@ def soft_rasterize(
         Triton backend for Pallas; on a platform other than a GPU they run in the Pallas
         interpreter, exact but very slow: meant for testing). ``'reference'``: dense,
         ``O(B S^2 F)`` memory, for testing.
-      tiling: performance knobs of the XLA path (:class:`softjax.ops.TilingConfig`); results do
-        not depend on them.
-      pallas_config: knobs of the Pallas kernels (:class:`softjax.ops.PallasConfig`: tile,
-        window, pair capacity, warps, and ``interpret`` to force or forbid the interpreter);
-        results do not depend on them.
+      tiling: performance knobs of the tiled backends (:class:`softjax.TilingConfig`: tile,
+        windows, pair capacity; the XLA path's tile group; the Pallas kernels' warps and
+        ``interpret`` to force or forbid the interpreter); ``None`` or 0 fields: the running
+        backend's defaults. Results do not depend on them (``docs/pipeline.md``).
+      pallas_config: the same type (``softjax.PallasConfig`` is ``softjax.TilingConfig``), for
+        the Pallas kernels only; when given, the kernels use it instead of ``tiling``.
 
     Returns:
       ``[B, S, S, 4]`` RGBA image (channels last) in the dtype of the inputs (float32 unless
@@ -93,7 +95,7 @@ def soft_rasterize(
     """
     from_env = backend is None
     backend = dispatch.requested_backend(backend)
-    fv, tex, opts, sc, backend = check_inputs(
+    fv, tex, opts, scalars, backend = check_inputs(
         face_vertices,
         textures,
         image_size=image_size,
@@ -111,25 +113,29 @@ def soft_rasterize(
         texture_type=texture_type,
         backend=backend,
     )
+    pallas_tiling = tiling if pallas_config is None else pallas_config
     if fv.shape[1] > 0:  # without faces every backend draws the background: nothing to check
         backend = dispatch.choose_backend(
-            backend, from_env, opts, tex.shape[2], fv.dtype, pallas_config
+            backend, from_env, opts, tex.shape[2], fv.dtype, pallas_tiling
         )
     elif backend == "auto":
         backend = "xla"
-    pcfg = resolve_config(pallas_config) if backend == "pallas" else PallasConfig()
-    return _rasterize(fv, tex, sc, opts, backend, tiling or TilingConfig(), pcfg)
+    if backend == "pallas":
+        cfg = resolve_config(pallas_tiling)
+    else:
+        cfg = tiling or TilingConfig()
+    return _rasterize(fv, tex, scalars, opts, backend, cfg)
 
 
-@functools.partial(jax.jit, static_argnums=(3, 4, 5, 6))
-def _rasterize(fv, tex, sc, opts, backend: str, tiling: TilingConfig, pcfg: PallasConfig):
+@functools.partial(jax.jit, static_argnums=(3, 4, 5))
+def _rasterize(fv, tex, scalars, opts, backend: str, cfg: TilingConfig):
     bsz, nf = fv.shape[:2]
     s = opts.image_size
     if nf == 0:  # nothing to draw: the background, fully transparent
         rgb = jnp.broadcast_to(jnp.asarray(opts.background, fv.dtype), (bsz, s, s, 3))
         return jnp.concatenate([rgb, jnp.zeros((bsz, s, s, 1), fv.dtype)], -1)
-    if backend == "reference":
-        return rasterize_reference(fv, tex, opts, sc)
-    if backend == "pallas":
-        return rasterize_pallas(fv, tex, sc, opts, pcfg)
-    return rasterize_tiled(fv, tex, sc, opts, tiling)
+    # every backend's entry point takes the same arguments
+    raster = {"reference": rasterize_reference, "pallas": rasterize_pallas}.get(
+        backend, rasterize_tiled
+    )
+    return raster(fv, tex, scalars, opts, cfg)

@@ -11,19 +11,26 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from softjax.ops.options import Scalars, StaticOptions, terms_with_options
+from softjax.ops.aggregate import terms_with_options
+from softjax.ops.binning import TilingConfig
+from softjax.ops.options import Scalars, StaticOptions
 from softjax.ops.pixel_face import face_color, face_setup, pixel_centers
 
 
 def rasterize_reference(
-    face_vertices: jax.Array, textures: jax.Array, opts: StaticOptions, sc: Scalars
+    face_vertices: jax.Array,
+    textures: jax.Array,
+    scalars: Scalars,
+    opts: StaticOptions,
+    cfg: TilingConfig | None = None,
 ) -> jax.Array:
-    """Dense soft rasterization.
+    """Dense soft rasterization (the argument order of every backend's entry point).
 
     Args:
       face_vertices: ``[B, F, 3, 3]`` screen-space face vertices (float).
       textures: ``[B, F, T, 3]`` per-face textures (``T = R*R`` surface, ``3`` vertex).
-      opts: static options; sc: scalar options (see :mod:`softjax.ops.options`).
+      scalars: scalar options; opts: static options (see :mod:`softjax.ops.options`).
+      cfg: ignored (the dense path does not tile).
 
     Returns:
       ``[B, S, S, 4]`` RGBA image, row 0 at the top.
@@ -36,7 +43,7 @@ def rasterize_reference(
     py = ys.reshape(1, -1, 1)
     face = face_setup(face_vertices)
     face = jax.tree.map(lambda t: t[:, None], face)  # [B, 1, F, ...]
-    terms = terms_with_options(px, py, face, opts, sc)
+    terms = terms_with_options(px, py, face, opts, scalars)
     valid = terms.valid
     prob = terms.prob
 
@@ -51,7 +58,7 @@ def rasterize_reference(
     bg = jnp.asarray(opts.background, dtype)
     if opts.aggr_rgb == "softmax":
         zg = terms.znorm_g
-        eps_g = sc.eps / sc.gamma
+        eps_g = scalars.eps / scalars.gamma_val
         # the result does not depend on the shift zmax (it only prevents overflow)
         zmax = jax.lax.stop_gradient(
             jnp.maximum(jnp.max(jnp.where(terms.rgb_ok, zg, -jnp.inf), axis=-1), eps_g)

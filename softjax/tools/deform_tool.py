@@ -3,8 +3,8 @@
 The mesh is the template (scaled by 0.5) deformed by per-vertex offsets in logit space plus a
 centroid: ``v = sign(b) sigmoid(logit(|b|) + offset)``, then pushed by ``c = tanh(centre)``
 (positive coordinates scaled by 1 - c, negative by 1 + c, plus c). Adam (lr 0.01, betas 0.5,
-0.99) on silhouette IoU + 0.03 Laplacian + 0.0003 flatten; renderer sigma 1e-4, hard rgb
-aggregation, look_at camera with viewing angle 15.
+0.99) on silhouette IoU + 0.03 Laplacian + 0.0003 flatten; the demos' renderer
+(:mod:`softjax.tools.demo_setup`) without lighting.
 """
 
 from __future__ import annotations
@@ -20,15 +20,17 @@ import numpy as np
 import optax
 from tqdm import tqdm
 
-from softjax.io_obj import load_obj, save_obj
+from softjax.io import load_obj, save_obj
 from softjax.losses import flatten_loss, iou_loss, laplacian_loss
 from softjax.mesh import Mesh, deform_vertices, icosphere
 from softjax.render import RenderConfig, render
-from softjax.tools.shapes import target_shape
+from softjax.tools.default_meshes import target_shape
+from softjax.tools.demo_setup import DISTANCE, ELEVATION, demo_config
 from softjax.transform import get_points_from_angles
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Adds the ``deform`` tool's options to the (sub)parser ``p``."""
     p.add_argument("--images", help="uint8 [N, 4, S, S] RGBA silhouettes, channels first (.npy)")
     p.add_argument("--cameras", help="[N, 3] (distance, elevation, azimuth in degrees) (.npy)")
     p.add_argument("--template", help="template OBJ (default: icosphere with 642 vertices)")
@@ -40,19 +42,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def silhouette_config(image_size: int) -> RenderConfig:
-    """The demo's renderer: look_at with viewing angle 15, sigma 1e-4, hard rgb, no lighting."""
-    return RenderConfig(
-        image_size=image_size,
-        camera_mode="look_at",
-        viewing_angle=15,
-        sigma_val=1e-4,
-        aggr_func_rgb="hard",
-        lighting=False,
-    )
+    """The demo's renderer (:func:`~softjax.tools.demo_setup.demo_config`) without lighting,
+    ``image_size x image_size``."""
+    return demo_config(image_size, lighting=False)
 
 
 def check_data(images: np.ndarray, cameras: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Validates the demo data format; returns float silhouettes [N, S, S] and cameras [N, 3]."""
+    """Validates the demo data format.
+
+    Args:
+      images: ``[N, 4, S, S]`` RGBA, channels first, uint8 (or float in [0, 1]).
+      cameras: ``[N, 3]`` (distance, elevation, azimuth in degrees).
+
+    Returns:
+      float32 silhouettes (the alpha channel) ``[N, S, S]`` in [0, 1] and float32 cameras
+      ``[N, 3]``. Raises ValueError naming what is wrong.
+    """
     if images.ndim != 4 or images.shape[1] != 4:
         raise ValueError(
             f"images must be RGBA channels-first [N, 4, S, S], got shape {images.shape}"
@@ -77,13 +82,22 @@ def check_data(images: np.ndarray, cameras: np.ndarray) -> tuple[np.ndarray, np.
     return alpha, cameras.astype(np.float32)
 
 
-def synthetic_data(n_views: int = 24, image_size: int = 64):
-    """Silhouettes of :func:`target_shape` from ``n_views`` cameras around it (uint8 RGBA,
-    channels first, and [N, 3] cameras): the original demo data's format."""
+def synthetic_data(n_views: int = 24, image_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """Silhouettes of :func:`~softjax.tools.default_meshes.target_shape`, in the original demo
+    data's format.
+
+    Args:
+      n_views: ``N`` cameras around the shape (elevation alternating 30 and -20 degrees).
+      image_size: ``S``.
+
+    Returns:
+      uint8 RGBA images ``[N, 4, S, S]`` (channels first) and float32 cameras ``[N, 3]``
+      (distance, elevation, azimuth in degrees).
+    """
     mesh = target_shape()
     az = np.arange(n_views) * (360.0 / n_views)
-    el = np.where(np.arange(n_views) % 2 == 0, 30.0, -20.0)
-    cams = np.stack([np.full(n_views, 2.732), el, az], -1).astype(np.float32)
+    el = np.where(np.arange(n_views) % 2 == 0, ELEVATION, -20.0)
+    cams = np.stack([np.full(n_views, DISTANCE), el, az], -1).astype(np.float32)
     cfg = silhouette_config(image_size)
     eyes = get_points_from_angles(cams[:, 0], cams[:, 1], cams[:, 2])
     imgs = jax.vmap(lambda e: render(mesh, cfg, eye=e))(eyes)[:, 0]
@@ -110,7 +124,9 @@ class Deformer:
         return Mesh.create(self.vertices(params)[None], self.faces[None])
 
 
-def run(args: argparse.Namespace) -> None:
+def run(args: argparse.Namespace) -> float:
+    """Fits the template to the silhouettes, writes snapshots, ``deform.gif`` and ``fitted.obj``
+    to ``args.out``; returns the final mean silhouette IoU."""
     t_start = time.perf_counter()
     if (args.images is None) != (args.cameras is None):
         raise ValueError("give both --images and --cameras, or neither (built-in shape)")

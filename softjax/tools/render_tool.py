@@ -12,16 +12,16 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from softjax.io_obj import load_obj, save_obj
+from softjax.io import load_obj, save_obj
 from softjax.mesh import Mesh
 from softjax.render import RenderConfig, render
-from softjax.tools.shapes import textured_blob
+from softjax.tools.default_meshes import textured_blob
+from softjax.tools.demo_setup import DISTANCE, ELEVATION, demo_config
 from softjax.transform import get_points_from_angles
-
-DISTANCE, ELEVATION = 2.732, 30.0
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Adds the ``render`` tool's options to the (sub)parser ``p``."""
     p.add_argument("mesh", nargs="?", help="OBJ file (default: a textured mesh made in code)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--image-size", type=int, default=256)
@@ -30,23 +30,28 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def turntable_config(image_size: int) -> RenderConfig:
-    """Lit, sharp renders on white (look_at, viewing angle 15, hard rgb, sigma 1e-4)."""
-    return RenderConfig(
-        image_size=image_size,
-        camera_mode="look_at",
-        viewing_angle=15,
-        background_color=(1.0, 1.0, 1.0),
-        sigma_val=1e-4,
-        dist_eps=1e-10,
-        aggr_func_rgb="hard",
-    )
+    """Lit, sharp renders on white: :func:`~softjax.tools.demo_setup.demo_config` with
+    ``dist_eps`` 1e-10, ``image_size x image_size``."""
+    return demo_config(image_size, background_color=(1.0, 1.0, 1.0), dist_eps=1e-10)
 
 
 def render_frames(
     mesh: Mesh, config: RenderConfig, eyes, sigmas, gammas, chunk: int, desc: str, progress=True
 ) -> list[np.ndarray]:
-    """Renders ``mesh`` from each eye ``[N, 3]`` with per-frame sigma and gamma ``[N]``, ``chunk``
-    frames per jitted call; returns N uint8 RGB frames ``[S, S, 3]``."""
+    """Renders ``mesh`` from ``N`` eyes, ``chunk`` frames per jitted call.
+
+    Args:
+      mesh: Mesh with batch size 1.
+      config: the renderer settings (image size ``S``).
+      eyes: ``[N, 3]`` float camera positions.
+      sigmas, gammas: ``[N]`` float per-frame ``sigma_val`` / ``gamma_val``.
+      chunk: frames per call (the last call is padded to ``chunk`` frames).
+      desc: progress bar label.
+      progress: show a progress bar.
+
+    Returns:
+      ``N`` uint8 RGB frames ``[S, S, 3]``.
+    """
     fn = jax.jit(jax.vmap(lambda e, s, g: render(mesh, config, eye=e, sigma_val=s, gamma_val=g)))
     out = []
     n = len(eyes)
@@ -63,6 +68,7 @@ def render_frames(
 
 
 def run(args: argparse.Namespace) -> None:
+    """Writes ``turntable.gif``, ``blur.gif`` and a textured OBJ of the mesh to ``args.out``."""
     os.makedirs(args.out, exist_ok=True)
     t0 = time.perf_counter()
     if args.mesh:

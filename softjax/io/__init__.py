@@ -1,0 +1,20 @@
+"""Mesh file input / output: Wavefront OBJ + MTL reading and writing, texture images.
+
+``obj`` (load / save), ``obj_parser`` (OBJ statements), ``mtl`` (materials), ``sampling``
+(image lookups), ``texels`` (per-face texel layout), ``bake`` (colours into textures) and
+``atlas`` (textures into one image).
+"""
+
+from softjax.io.errors import ObjError, ObjWarning
+from softjax.io.obj import load_obj, save_obj
+from softjax.io.sampling import sample_image
+from softjax.io.texels import texel_barycentrics
+
+__all__ = [
+    "ObjError",
+    "ObjWarning",
+    "load_obj",
+    "sample_image",
+    "save_obj",
+    "texel_barycentrics",
+]

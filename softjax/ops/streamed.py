@@ -1,0 +1,148 @@
+"""The streamed forward and backward shared by the tiled XLA path and the Pallas kernels.
+
+This module owns everything both backends do alike: the per-face setup and tile ranges, the
+loop over binning passes, the per-pixel state (init, finalize, what is saved), the backward's
+constants, the scalar gradients and the ``custom_vjp``. A backend supplies only its per-pass
+loops (:class:`Passes`). ``docs/pipeline.md`` describes the flow.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from softjax.ops import aggregate, binning
+from softjax.ops.aggregate import AggState, BackwardConsts
+from softjax.ops.binning import TilingConfig
+from softjax.ops.options import Scalars, StaticOptions
+from softjax.ops.pixel_face import FaceData, face_setup
+
+
+class Context(NamedTuple):
+    """What the passes of one forward or backward call work on."""
+
+    cfg: TilingConfig  # automatic fields resolved (capacity: see ``capacity``)
+    grid: binning.TileGrid
+    capacity: int  # (tile, face) pairs per binning pass
+    fv: jax.Array  # [N, 3, 3] face vertices, N = B * F
+    face: FaceData  # per-face setup, fields [N, 3]
+    ft: binning.FaceTiles  # the faces' tile ranges
+    tex: jax.Array  # [N, T, 3] textures
+    scalars: Scalars
+    opts: StaticOptions
+    extra: Any  # the backend's own per-call data (:attr:`Passes.setup`)
+
+
+class Passes(NamedTuple):
+    """One backend's part of the streamed forward and backward.
+
+    Attributes:
+      backend: ``'xla'`` or ``'pallas'`` (selects the tiling defaults).
+      sentinel_tile: whether the per-pixel arrays the passes read and write have one extra
+        tile row at the end (a target for padded slots).
+      setup: ``ctx -> extra``, per-call data computed once before the passes.
+      forward_pass: ``(ctx, p, state) -> state``, folds the faces of pass ``p`` into the
+        :class:`~softjax.ops.aggregate.AggState` (arrays ``[tiles, tile**2]``).
+      backward_init: ``ctx -> acc``, the gradient accumulators before any pass.
+      backward_pass: ``(ctx, consts, p, acc) -> acc``, adds pass ``p``'s gradients given the
+        :class:`~softjax.ops.aggregate.BackwardConsts` (arrays ``[tiles, tile**2]``).
+      backward_result: ``(ctx, acc) -> (g_fv [N, 3, 3], g_tex [N, T, 3], g_sc)``: vertex and
+        texture gradients and the faces' share of ``(sigma_val, gamma_val, near, far)``.
+    """
+
+    backend: str
+    sentinel_tile: bool
+    setup: Callable[[Context], Any]
+    forward_pass: Callable[[Context, jax.Array, AggState], AggState]
+    backward_init: Callable[[Context], Any]
+    backward_pass: Callable[[Context, BackwardConsts, jax.Array, Any], Any]
+    backward_result: Callable[[Context, Any], tuple]
+
+
+def prepare(
+    passes: Passes, face_vertices, textures, scalars: Scalars, opts: StaticOptions, cfg
+) -> Context:
+    """Tiling, per-face data and per-face tile ranges of one call (forward or backward)."""
+    bsz, nf = face_vertices.shape[:2]
+    cfg = binning.resolve_tiling(cfg, passes.backend, opts.image_size, nf)
+    grid = binning.make_grid(opts.image_size, cfg.tile, bsz, nf)
+    fv = face_vertices.reshape(grid.num_faces, 3, 3)
+    face = face_setup(fv)
+    ft = binning.face_tiles(face, scalars.sigma_val, scalars.dist_eps, grid)
+    tex = textures.reshape((grid.num_faces,) + textures.shape[2:])
+    capacity = binning.pair_capacity(cfg, grid, passes.backend)
+    ctx = Context(cfg, grid, capacity, fv, face, ft, tex, scalars, opts, None)
+    return ctx._replace(extra=passes.setup(ctx))
+
+
+def _forward(passes: Passes, face_vertices, textures, scalars, opts, cfg):
+    nf = face_vertices.shape[1]
+    ctx = prepare(passes, face_vertices, textures, scalars, opts, cfg)
+    grid = ctx.grid
+    rows = grid.num_tiles + int(passes.sentinel_tile)
+    state = aggregate.init_state((rows, grid.tile_pixels), opts, scalars, face_vertices.dtype)
+    state = jax.lax.fori_loop(
+        0,
+        binning.num_passes(ctx.ft, ctx.capacity),
+        lambda p, st: passes.forward_pass(ctx, p, st),
+        state,
+    )
+    if passes.sentinel_tile:
+        state = jax.tree.map(lambda v: v[:-1], state)
+    out = jnp.stack(aggregate.finalize(state, opts, nf), -1)  # [NT, P, 4]
+    return binning.tiles_to_image(out, grid), (aggregate.saved_state(state), out)
+
+
+def _backward(passes: Passes, face_vertices, textures, scalars, opts, cfg, saved, g_image):
+    nf = face_vertices.shape[1]
+    dtype = face_vertices.dtype
+    ctx = prepare(passes, face_vertices, textures, scalars, opts, cfg)
+    g = binning.image_to_tiles(g_image.astype(dtype), ctx.grid)  # [NT, P, 4]
+    state, out = saved
+    consts = aggregate.backward_consts(state, out, g, opts, nf)
+    consts_p = consts
+    if passes.sentinel_tile:
+        consts_p = jax.tree.map(lambda v: jnp.concatenate([v, jnp.zeros_like(v[:1])], 0), consts)
+    acc = jax.lax.fori_loop(
+        0,
+        binning.num_passes(ctx.ft, ctx.capacity),
+        lambda p, acc: passes.backward_pass(ctx, consts_p, p, acc),
+        passes.backward_init(ctx),
+    )
+    g_fv, g_tex, g_sc = passes.backward_result(ctx, acc)
+    g_scalars = aggregate.scalar_grads(tuple(g_sc), consts, scalars, opts, dtype)
+    return g_fv.reshape(face_vertices.shape), g_tex.reshape(textures.shape), g_scalars
+
+
+def streamed_rasterizer(passes: Passes, doc: str) -> Callable:
+    """The ``custom_vjp`` op of a streamed backend.
+
+    Args:
+      passes: the backend's per-pass loops.
+      doc: the op's docstring.
+
+    Returns:
+      ``op(face_vertices, textures, scalars, opts, cfg) -> [B, S, S, 4]`` RGBA, differentiable
+      with respect to ``face_vertices``, ``textures`` and ``scalars`` (``opts`` and ``cfg``
+      are static).
+    """
+
+    @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+    def op(face_vertices, textures, scalars: Scalars, opts: StaticOptions, cfg: TilingConfig):
+        return _forward(passes, face_vertices, textures, scalars, opts, cfg)[0]
+
+    def fwd(face_vertices, textures, scalars, opts, cfg):
+        image, saved = _forward(passes, face_vertices, textures, scalars, opts, cfg)
+        return image, (face_vertices, textures, scalars, saved)
+
+    def bwd(opts, cfg, res, g):
+        face_vertices, textures, scalars, saved = res
+        return _backward(passes, face_vertices, textures, scalars, opts, cfg, saved, g)
+
+    op.defvjp(fwd, bwd)
+    op.__doc__ = doc
+    return op
