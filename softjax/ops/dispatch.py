@@ -25,10 +25,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from softjax.ops import binning
 from softjax.ops.binning import TilingConfig
 from softjax.ops.options import Scalars, StaticOptions
-from softjax.ops.pallas_kernels import rasterize_pallas, resolve_config
+from softjax.ops.pallas_kernels import kernel_config, rasterize_pallas, resolve_config
 from softjax.ops.xla_tiled import rasterize_tiled
 
 ENV_VAR = "SOFTJAX_BACKEND"
@@ -81,20 +80,13 @@ class OptionKey(NamedTuple):
 
     def describe(self) -> str:
         """A readable one-line form, used as :func:`backend_report`'s key and in warnings."""
-        own = _pallas_key_config(self.pallas_config)
-        cfg = "default" if own == _pallas_key_config(TilingConfig()) else repr(own)
+        own = kernel_config(self.pallas_config)
+        cfg = "default" if own == kernel_config(TilingConfig()) else repr(own)
         return (
             f"dist_func={self.dist_func}, aggr_func_rgb={self.aggr_rgb}, "
             f"aggr_func_alpha={self.aggr_alpha}, texture_type={self.texture_type}, "
             f"texels={self.num_texels}, dtype={self.dtype}, pallas_config={cfg}"
         )
-
-
-def _pallas_key_config(cfg: TilingConfig | None) -> TilingConfig:
-    """``cfg`` (``None``: the defaults) with the kernels' default tile and backward window."""
-    cfg = cfg or TilingConfig()
-    filled = binning.resolve_tiling(cfg, "pallas", 1, 1)
-    return cfg._replace(tile=filled.tile, bwd_window=filled.bwd_window)
 
 
 class Decision(NamedTuple):
@@ -169,7 +161,7 @@ def choose_backend(
         opts.texture_type,
         int(num_texels),
         jnp.dtype(dtype).name,
-        _pallas_key_config(pallas_config),
+        kernel_config(pallas_config),
     )
     if requested != "auto":
         how = f"{ENV_VAR}={requested}" if from_env else f"backend={requested!r} passed"

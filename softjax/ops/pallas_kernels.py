@@ -42,8 +42,16 @@ def _is_pow2(v: int) -> bool:
     return v >= 1 and (v & (v - 1)) == 0
 
 
+def kernel_config(cfg: TilingConfig | None) -> TilingConfig:
+    """``cfg`` (``None``: the defaults) with the kernels' default ``tile`` and ``bwd_window``
+    filled in, so that equal settings compare equal."""
+    cfg = cfg or TilingConfig()
+    filled = binning.resolve_tiling(cfg, "pallas", 1, 1)
+    return cfg._replace(tile=filled.tile, bwd_window=filled.bwd_window)
+
+
 def _check_config(cfg: TilingConfig) -> TilingConfig:
-    filled = binning.resolve_tiling(cfg, "pallas", 1, 1)  # the defaults of tile, bwd_window
+    filled = kernel_config(cfg)
     tile, bwd_window = filled.tile, filled.bwd_window
     if not all(_is_pow2(v) for v in (tile, cfg.window, bwd_window)):
         raise ValueError(

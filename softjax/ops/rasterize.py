@@ -1,4 +1,5 @@
-"""The public ``soft_rasterize`` op: argument checking and backend dispatch."""
+"""The public ``soft_rasterize`` op: argument checking and backend dispatch (the whole flow:
+``docs/pipeline.md``)."""
 
 from __future__ import annotations
 
