@@ -26,7 +26,6 @@ import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
-from recon.data.loader import SplitSource, load_split
 from recon.models import ModelSpec, model_spec
 from recon.records import write_atomic
 from recon.state import TrainState, init_state
@@ -49,20 +48,6 @@ def load_config(workdir: str | Path) -> ml_collections.ConfigDict:
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: {workdir} is not a recon.train work directory")
     return _to_config(json.loads(path.read_text()))
-
-
-def load_config_split(config: Any, split: str, data_dir: str | None = None) -> SplitSource:
-    """The split ``split`` of the dataset a training config names (``config.dataset``, read as
-    its ``data_dir``, ``manual_dir``, ``in_memory`` and ``dataset_kwargs`` say); ``data_dir``
-    replaces ``config.data_dir``."""
-    return load_split(
-        config.dataset,
-        split,
-        data_dir or config.data_dir,
-        manual_dir=config.manual_dir,
-        in_memory=config.in_memory,
-        **dict(config.dataset_kwargs),
-    )
 
 
 def _to_config(d: dict) -> ml_collections.ConfigDict:

@@ -221,7 +221,8 @@ def define_flags(flag_values: flags.FlagValues) -> None:
 
 def run(options: flags.FlagValues) -> dict[str, Any]:
     """Evaluates as the parsed command line ``options`` says; returns the results written."""
-    from recon.checkpoints import load_config_split, load_trained
+    from recon.checkpoints import load_trained
+    from recon.data.loader import load_config_split
     from recon.records import write_atomic
     from recon.state import init_state
 

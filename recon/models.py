@@ -237,7 +237,20 @@ class ModelSpec:
 
 def model_spec(config: Any) -> ModelSpec:
     """The :class:`ModelSpec` of an ml_collections training config (``config.model`` and the
-    renderer and loss fields; see ``configs/softras.py``)."""
+    renderer and loss fields; see ``configs/softras.py``). A config without one of them (e.g.
+    the ``config.json`` of a run made by an older softjax) raises ``ValueError`` naming it."""
+    try:
+        return _model_spec(config)
+    except (AttributeError, KeyError) as e:
+        field = str(e.args[0] if e.args else e).strip("'\"")
+        raise ValueError(
+            f"the training config has no field {field!r}, which the model needs; configs/"
+            "softras.py lists every field (a run made by an older softjax may predate it: add "
+            "it to the run's config.json)"
+        ) from None
+
+
+def _model_spec(config: Any) -> ModelSpec:
     m = config.model
     return ModelSpec(
         template_level=int(m.template_level),

@@ -53,7 +53,7 @@ from ml_collections import config_flags
 from tqdm import tqdm
 
 from recon import checkpoints, cli, protocol
-from recon.data.loader import TrainBatches
+from recon.data.loader import TrainBatches, load_config_split
 from recon.inference import Predictor
 from recon.losses import reconstruction_loss
 from recon.models import ModelSpec, meshes, model_spec, render_eye_sets
@@ -212,7 +212,7 @@ def train_and_evaluate(
         checkpoints.save_config(workdir, config)
     spec = model_spec(config)
 
-    source = checkpoints.load_config_split(config, config.train_split)
+    source = load_config_split(config, config.train_split)
     batches = TrainBatches(source, config.batch_size, seed=config.seed, sampling=config.sampling)
     local = config.batch_size // jax.process_count()
     rows = slice(jax.process_index() * local, (jax.process_index() + 1) * local)
@@ -321,7 +321,7 @@ class _Evaluator:
     def __init__(self, config: Any, spec: ModelSpec, workdir: Path):
         self.config = config
         self.workdir = workdir
-        self.source = checkpoints.load_config_split(config, config.eval_split)
+        self.source = load_config_split(config, config.eval_split)
         self.predictor = Predictor(spec, {}, batch_size=int(config.eval_batch_size))
 
     def __call__(

@@ -16,8 +16,10 @@ import optax  # noqa: E402
 
 from configs import tiny  # noqa: E402
 from recon import train  # noqa: E402
-from recon.checkpoints import load_config_split  # noqa: E402
-from recon.data.loader import TrainBatches  # noqa: E402
+from recon.data.loader import (
+    TrainBatches,  # noqa: E402
+    load_config_split,  # noqa: E402
+)
 from recon.models import model_spec  # noqa: E402
 from recon.state import init_state  # noqa: E402
 

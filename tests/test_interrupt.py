@@ -21,7 +21,7 @@ import pytest
 from bench import sigint_stress as stress
 from configs import tiny
 from recon import interrupt
-from recon.checkpoints import load_config_split
+from recon.data.loader import load_config_split
 
 ROOT = Path(__file__).resolve().parents[1]
 EXIT_WITHIN_S = 20.0  # the bound from the signal to the exit

@@ -22,7 +22,7 @@ from bench import sigint_stress as stress
 from configs import quickstart, shading, softras, tiny
 from recon import checkpoints, reconstruct, train
 from recon import eval as recon_eval
-from recon.data.loader import TrainBatches
+from recon.data.loader import TrainBatches, load_config_split
 from recon.losses import reconstruction_loss
 from recon.models import model_spec
 from recon.protocol import view_eyes
@@ -156,7 +156,7 @@ def test_check_config_errors(data_dir):
 
 
 def test_train_batches_rows_are_a_slice(data_dir):
-    source = checkpoints.load_config_split(tiny_config(data_dir), "train")
+    source = load_config_split(tiny_config(data_dir), "train")
     batches = TrainBatches(source, 4, seed=3)
     full, part = batches.batch(5), batches.batch(5, slice(2, 4))
     for k in full:
@@ -169,7 +169,7 @@ def test_train_batches_rows_are_a_slice(data_dir):
 def test_loss_decreases_on_a_fixed_batch(data_dir):
     config = tiny_config(data_dir, learning_rate=1e-3, decay_step=1000)
     spec = model_spec(config)
-    source = checkpoints.load_config_split(config, "train")
+    source = load_config_split(config, "train")
     batch = TrainBatches(source, config.batch_size, seed=0).batch(0)
     mesh = train.data_mesh(jax.devices()[:1])
     step = train.make_train_step(config, spec, mesh)
@@ -323,7 +323,7 @@ def test_eval_prints_the_table(trained, capsys):
 def test_reconstruct_writes_meshes(trained, data_dir, tmp_path, capsys):
     import trimesh
 
-    source = checkpoints.load_config_split(tiny_config(data_dir), "test")
+    source = load_config_split(tiny_config(data_dir), "test")
     images = source.images(np.array([0, 1]), np.array([0, 5]))
     folder = tmp_path / "inputs"
     folder.mkdir()

@@ -86,6 +86,18 @@ def test_unknown_initialisation_is_named():
         init_state(config, model_spec(config))
 
 
+@pytest.mark.parametrize("path", [("model", "param_init"), ("lambda_flatten",)])
+def test_a_config_without_a_model_field_is_named(path):
+    """An old run's config.json may lack fields added since: a ValueError names the field."""
+    config = softras.get_config()
+    parent = config
+    for key in path[:-1]:
+        parent = parent[key]
+    del parent[path[-1]]
+    with pytest.raises(ValueError, match=f"no field '{path[-1]}'"):
+        model_spec(config)
+
+
 def test_adam_constants_match_pytorch():
     """One Adam step on a known gradient: PyTorch's update lr * m_hat / (sqrt(v_hat) + 1e-8)
     with betas (0.9, 0.999), i.e. -lr * sign(g) on the first step, and eps visible for tiny g."""

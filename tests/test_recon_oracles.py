@@ -26,6 +26,7 @@ from configs import tiny
 from recon import checkpoints, reconstruct, train
 from recon import eval as recon_eval
 from recon.data import class_shapes
+from recon.data.loader import load_config_split
 from recon.data.tfds_synthetic import object_seed, pad_mesh
 from recon.inference import Predictor
 from recon.models import model_spec, render_eye_sets
@@ -37,7 +38,7 @@ from softjax.mesh import Mesh
 
 @pytest.fixture(scope="module")
 def test_source(data_dir):
-    return checkpoints.load_config_split(tiny_config(data_dir), "test")
+    return load_config_split(tiny_config(data_dir), "test")
 
 
 def ground_truth_meshes(source, split: str = "test") -> list[Mesh]:

@@ -326,6 +326,20 @@ def load_split(
     return source_from_builder(builder, split, in_memory, cache=cache, cache_dir=cache_dir)
 
 
+def load_config_split(config: Any, split: str, data_dir: str | None = None) -> SplitSource:
+    """The split ``split`` of the dataset a training config names (``config.dataset``, read as
+    its ``data_dir``, ``manual_dir``, ``in_memory`` and ``dataset_kwargs`` say); ``data_dir``
+    replaces ``config.data_dir``."""
+    return load_split(
+        config.dataset,
+        split,
+        data_dir or config.data_dir,
+        manual_dir=config.manual_dir,
+        in_memory=config.in_memory,
+        **dict(config.dataset_kwargs),
+    )
+
+
 def to_float(images: np.ndarray) -> np.ndarray:
     """uint8 images -> float32 in [0, 1] (``x / 255``, as SoftRas)."""
     return images.astype(np.float32) / np.float32(255.0)
