@@ -1,90 +1,18 @@
-"""Shared scene generators and helpers for the tests."""
+"""Fixtures shared by the tests: float64 mode and the tiny synthetic dataset of a run (plain
+helpers are in ``helpers.py``)."""
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
-import itertools
 import os
 
 import jax
-import numpy as np
 import pytest
-
-import softjax as sj
-
-DIST = ("hard", "barycentric", "euclidean")
-RGB = ("hard", "softmax")
-ALPHA = ("hard", "sum", "prod")
-TEX = ("surface", "vertex")
-MODES = list(itertools.product(DIST, RGB, ALPHA, TEX))
-
-# Small tiling that forces several binning passes, several tile groups (with padding) and
-# several face windows per tile on the tiny test images.
-SMALL_TILING = sj.TilingConfig(tile=4, group=3, window=3, capacity=37)
-
-
-def random_scene(seed: int, batch: int = 2, faces: int = 12, res: int = 2):
-    """Random overlapping triangles of both windings, some partly behind near (z < 1) and some
-    beyond far (z > 6), with surface textures ``[B, F, res*res, 3]`` and vertex colours."""
-    rng = np.random.default_rng(seed)
-    centre = rng.uniform(-0.8, 0.8, (batch, faces, 1, 2))
-    xy = centre + rng.normal(0.0, 0.3, (batch, faces, 3, 2))
-    z = rng.uniform(0.5, 8.0, (batch, faces, 3, 1))
-    fv = np.concatenate([xy, z], -1)
-    tex = rng.uniform(0.0, 1.0, (batch, faces, res * res, 3))
-    vtex = rng.uniform(0.0, 1.0, (batch, faces, 3, 3))
-    return fv, tex, vtex
-
-
-def mode_kwargs(dist, rgb, alpha, tex, **extra):
-    kw = dict(
-        dist_func=dist,
-        aggr_func_rgb=rgb,
-        aggr_func_alpha=alpha,
-        texture_type=tex,
-        near=1.0,
-        far=6.0,
-        sigma_val=1e-3,
-        gamma_val=1e-2,
-        background_color=(0.2, 0.3, 0.4),
-    )
-    kw.update(extra)
-    return kw
-
-
-def weighted_loss(kw, weights, backend, **options):
-    """``sum(soft_rasterize(...) * weights)`` as a function of the face vertices, textures and
-    the traced scalars (sigma, gamma, near, far, eps); ``options``: ``tiling=`` or
-    ``pallas_config=``."""
-
-    def loss(fv, tex, sigma, gamma, near, far, eps):
-        img = sj.soft_rasterize(
-            fv,
-            tex,
-            backend=backend,
-            sigma_val=sigma,
-            gamma_val=gamma,
-            near=near,
-            far=far,
-            eps=eps,
-            **options,
-            **kw,
-        )
-        return (img * weights).sum()
-
-    return loss
-
-
-@contextlib.contextmanager
-def x64():
-    with jax.enable_x64(True):
-        yield
 
 
 @pytest.fixture
 def float64():
-    with x64():
+    with jax.enable_x64(True):
         yield
 
 
@@ -94,24 +22,12 @@ def data_dir(tmp_path_factory) -> str:
     built once per test run: the xdist workers of a run share it (the first to get the lock
     builds it, the others then find it prepared)."""
     from configs import tiny
-    from recon.data.loader import load_split
+    from recon.data.loader import load_config_split
 
     base = tmp_path_factory.getbasetemp()
     root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # the run's folder
     directory = root / "tfds_tiny"
     with open(root / "tfds_tiny.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        config = tiny.get_config()
-        load_split(config.dataset, "train", directory, **dict(config.dataset_kwargs))
+        load_config_split(tiny.get_config(), "train", str(directory))
     return str(directory)
-
-
-def tiny_config(data_dir: str, **changes):
-    """``configs/tiny.py`` reading the dataset in ``data_dir``, with ``changes`` applied."""
-    from configs import tiny
-
-    config = tiny.get_config()
-    config.data_dir = data_dir
-    for k, v in changes.items():
-        config[k] = v
-    return config

@@ -6,7 +6,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import random_scene
+from helpers import random_scene
 
 import softjax as sj
 from softjax.ops import binning

@@ -14,6 +14,8 @@ from recon.data import tfds_shapenet_nmr as nmr
 from recon.data.classes import CLASS_IDS, CLASS_NAMES
 from recon.protocol import view_eyes
 
+pytestmark = pytest.mark.slow  # trains models or builds datasets (see pyproject.toml)
+
 FAKE_CLASSES = ("02691156", "04530566")  # Airplane, Watercraft
 FAKE_COUNTS = {
     ("02691156", "train"): 3,

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import random_scene, x64
+from helpers import random_scene, x64
 
 import softjax as sj
 from softjax.ops import dispatch, pallas_kernels

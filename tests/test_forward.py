@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import MODES, SMALL_TILING, mode_kwargs, random_scene
+from helpers import MODES, SMALL_TILING, mode_kwargs, random_scene
 from softras_numpy import soft_rasterize_numpy
 
 import softjax as sj

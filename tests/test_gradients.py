@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import MODES, SMALL_TILING, mode_kwargs, random_scene, weighted_loss, x64
+from helpers import MODES, SMALL_TILING, mode_kwargs, random_scene, weighted_loss, x64
 from jax.test_util import check_grads
 
 import softjax as sj

@@ -23,6 +23,8 @@ from configs import tiny
 from recon import interrupt
 from recon.data.loader import load_config_split
 
+pytestmark = pytest.mark.slow  # trains models or builds datasets (see pyproject.toml)
+
 ROOT = Path(__file__).resolve().parents[1]
 EXIT_WITHIN_S = 20.0  # the bound from the signal to the exit
 SAFETY_S = 900.0  # only against a hang; never the expected duration

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import ALPHA, DIST, RGB, mode_kwargs, random_scene, weighted_loss, x64
+from helpers import ALPHA, DIST, RGB, mode_kwargs, random_scene, weighted_loss, x64
 
 import softjax as sj
 from softjax.ops import binning

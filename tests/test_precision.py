@@ -15,9 +15,9 @@ import jax.extend
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import mode_kwargs, random_scene
 
 import softjax as sj
-from tests.conftest import mode_kwargs, random_scene
 
 
 def _contractions(closed_jaxpr) -> list:

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import tiny_config
+from helpers import tiny_config
 
 from bench import sigint_stress as stress
 from configs import quickstart, shading, softras, tiny
@@ -28,6 +28,8 @@ from recon.models import model_spec
 from recon.protocol import view_eyes
 from recon.state import init_state, learning_rate, sigma
 from softjax.mesh import deform_vertices, icosphere_arrays
+
+pytestmark = pytest.mark.slow  # trains models or builds datasets (see pyproject.toml)
 
 ROOT = Path(__file__).resolve().parents[1]
 # A subprocess that prints nothing for this long is stuck (each phase prints; see _wait_exit).

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import tiny_config
+from helpers import tiny_config
 
 from configs import tiny
 from recon import checkpoints, reconstruct, train
@@ -34,6 +34,8 @@ from recon.protocol import NUM_VIEWS, view_eyes
 from recon.state import learning_rate, make_optimizer
 from softjax.io import load_obj
 from softjax.mesh import Mesh
+
+pytestmark = pytest.mark.slow  # trains models or builds datasets (see pyproject.toml)
 
 
 @pytest.fixture(scope="module")
