@@ -220,9 +220,11 @@ def _compile_value_and_grads(fv, tex, weights, backend: str, kw: dict):
     return jax.jit(jax.value_and_grad(loss, (0, 1), has_aux=True)).lower(fv, tex).compile()
 
 
-def _mode_kwargs(size: int, dist: str, rgb: str, alpha: str, tex: str) -> dict:
-    return dict(
-        image_size=size,
+def mode_kwargs(dist: str, rgb: str, alpha: str, tex: str, **extra: Any) -> dict:
+    """``soft_rasterize`` keyword arguments of one mode of the backend comparisons, here and in
+    the CPU tests: a near / far clip that cuts faces, sigma and gamma large enough for gradients
+    at many pixels, a coloured background."""
+    kw = dict(
         dist_func=dist,
         aggr_func_rgb=rgb,
         aggr_func_alpha=alpha,
@@ -233,6 +235,7 @@ def _mode_kwargs(size: int, dist: str, rgb: str, alpha: str, tex: str) -> dict:
         gamma_val=1e-2,
         background_color=(0.2, 0.3, 0.4),
     )
+    return kw | extra
 
 
 CHECKED_BACKENDS = ("reference", "xla", "pallas")
@@ -254,7 +257,7 @@ def correctness(smoke: bool, budget_end: float | None) -> dict:
     compiled = {}
     for dist, rgb, alpha, tex in modes:
         t = surface if tex == "surface" else vertex
-        kw = _mode_kwargs(size, dist, rgb, alpha, tex)
+        kw = mode_kwargs(dist, rgb, alpha, tex, image_size=size)
         for backend in CHECKED_BACKENDS:
             compiled[(dist, rgb, alpha, tex, backend)] = pool.submit(
                 _compile_value_and_grads, fv, t, weights, backend, kw
@@ -313,7 +316,7 @@ def correctness(smoke: bool, budget_end: float | None) -> dict:
         t = surface if tex == "surface" else vertex
         started = time.perf_counter()
         try:
-            kw = _mode_kwargs(size, dist, rgb, alpha, tex)
+            kw = mode_kwargs(dist, rgb, alpha, tex, image_size=size)
             sj.soft_rasterize(fv, t, backend="auto", **kw).block_until_ready()
             print(f"auto {dist}/{rgb}/{alpha}/{tex}: {time.perf_counter() - started:.1f} s")
         except Exception as e:  # 'auto' must never raise: that is a failure of the check
@@ -448,6 +451,13 @@ def _fmt(v, spec: str = ".3g") -> str:
     return "-" if v is None else format(v, spec) if isinstance(v, float) else str(v)
 
 
+def _missing_row(keys: tuple, row: dict, columns: int) -> str:
+    """A table row for an item without results: its keys, then why (error or skip reason)."""
+    why = str(row.get("error") or row.get("skipped"))[:100]
+    cells = [*keys, why] + [""] * (columns - len(keys) - 1)
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
 def markdown(summary: dict) -> str:
     """The summary as Markdown tables."""
     s = summary["sections"]
@@ -516,8 +526,7 @@ def markdown(summary: dict) -> str:
         ]
         for r in bench["rows"]:
             if "fwd_median_ms" not in r:
-                why = r.get("error") or r.get("skipped")
-                lines.append(f"| {r['case']} | {r['backend']} | {str(why)[:100]} | | | | |")
+                lines.append(_missing_row((r["case"], r["backend"]), r, 7))
                 continue
             lines.append(
                 f"| {r['case']} | {r['backend']} | {r['fwd_median_ms']:.3f} | "
@@ -531,8 +540,7 @@ def markdown(summary: dict) -> str:
         lines.append("|---|---|---|---|")
         for r in step["rows"]:
             if "median_s" not in r:
-                why = r.get("error") or r.get("skipped")
-                lines.append(f"| {r['backend']} | | {str(why)[:100]} | |")
+                lines.append(_missing_row((r["backend"], ""), r, 4))
                 continue
             lines.append(
                 f"| {r['backend']} | {r['batch_size']} | {1e3 * r['median_s']:.1f} | "

@@ -10,6 +10,7 @@ import jax
 import numpy as np
 
 import softjax as sj
+from bench.gpu_check import mode_kwargs  # noqa: F401 (the comparisons' options, one home)
 
 DIST = ("hard", "barycentric", "euclidean")
 RGB = ("hard", "softmax")
@@ -33,22 +34,6 @@ def random_scene(seed: int, batch: int = 2, faces: int = 12, res: int = 2):
     tex = rng.uniform(0.0, 1.0, (batch, faces, res * res, 3))
     vtex = rng.uniform(0.0, 1.0, (batch, faces, 3, 3))
     return fv, tex, vtex
-
-
-def mode_kwargs(dist, rgb, alpha, tex, **extra):
-    kw = dict(
-        dist_func=dist,
-        aggr_func_rgb=rgb,
-        aggr_func_alpha=alpha,
-        texture_type=tex,
-        near=1.0,
-        far=6.0,
-        sigma_val=1e-3,
-        gamma_val=1e-2,
-        background_color=(0.2, 0.3, 0.4),
-    )
-    kw.update(extra)
-    return kw
 
 
 def weighted_loss(kw, weights, backend, **options):
