@@ -201,7 +201,16 @@ def run_once(
             proc.kill()
             proc.wait()
     t_exit = time.monotonic()
+    returncode = proc.returncode
     text = log.read_text(errors="replace")
+    name = signal.Signals(signum).name
+    if not finished_first and not hung and proc.returncode == -signum:
+        # Killed by the signal's default action without the tool's "<SIGNAL> received" line:
+        # it landed after the tool's last line, once CPython's shutdown had reset the handlers.
+        # Like a signal before the tool's first line, that tests Python, not the tool: the run
+        # completed first (its result is checked as any completed run's).
+        if f"{name} received" not in text and "Traceback" not in text:
+            finished_first, returncode = True, 0
     saved = SAVED.findall(text)
     resumed = RESUMING.findall(text)
     record = {
@@ -212,7 +221,7 @@ def run_once(
         "printed_resume": int(resumed[0]) if resumed else None,
         "signalled": not finished_first,
         "signal_at_s": round(t_signal - t0, 2),
-        "returncode": -9 if hung else proc.returncode,
+        "returncode": -9 if hung else returncode,
         "hung": hung,
         "exit_after_signal_s": round(t_exit - t_signal, 2) if not finished_first else None,
         "saved_step": int(saved[-1]) if saved else None,
