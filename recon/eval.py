@@ -35,7 +35,8 @@ from tqdm import tqdm
 from recon import cli, protocol
 from recon.data.classes import CLASS_NAMES
 from recon.data.loader import SplitSource, eval_batches
-from recon.inference import Predictor, map_padded
+from recon.inference import Predictor
+from softjax.batching import map_padded
 from softjax.io import save_obj
 from softjax.voxel import voxel_iou, voxelize
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -10,27 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from recon.models import ModelSpec, meshes
+from softjax.batching import map_padded
 from softjax.mesh import Mesh, gather_faces
-
-
-def map_padded(fn: Callable[..., Any], arrays: Sequence[np.ndarray], batch_size: int) -> list[Any]:
-    """``fn`` applied to consecutive chunks of ``batch_size`` rows of ``arrays`` (all ``[N, ...]``).
-
-    The last chunk is padded to ``batch_size`` rows by repeating its last row, so a jitted
-    ``fn`` compiles once for every chunk; the padded rows' results are dropped.
-
-    Returns:
-      one output per chunk: ``fn``'s pytree of ``[batch_size, ...]`` arrays as NumPy arrays cut
-      to the chunk's real rows (``None`` leaves stay ``None``); ``[]`` when ``N == 0``.
-    """
-    outputs = []
-    for start in range(0, arrays[0].shape[0], batch_size):
-        chunk = [a[start : start + batch_size] for a in arrays]
-        n = chunk[0].shape[0]
-        if n < batch_size:
-            chunk = [np.concatenate([c, np.repeat(c[-1:], batch_size - n, 0)]) for c in chunk]
-        outputs.append(jax.tree.map(lambda x, n=n: np.asarray(x)[:n], fn(*chunk)))
-    return outputs
 
 
 class Predictor:

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
+from softjax.batching import map_padded
 from softjax.io import load_obj, save_obj
 from softjax.mesh import Mesh
 from softjax.render import RenderConfig, render
@@ -53,18 +54,16 @@ def render_frames(
       ``N`` uint8 RGB frames ``[S, S, 3]``.
     """
     fn = jax.jit(jax.vmap(lambda e, s, g: render(mesh, config, eye=e, sigma_val=s, gamma_val=g)))
-    out = []
-    n = len(eyes)
-    for i in tqdm(range(0, n, chunk), desc=desc, unit="batch", disable=not progress):
-        sl = slice(i, min(i + chunk, n))
-        m = sl.stop - sl.start
-        pad = chunk - m  # keep one compiled shape
-        e = jnp.concatenate([eyes[sl], jnp.repeat(eyes[sl][-1:], pad, 0)])
-        s = jnp.concatenate([sigmas[sl], jnp.repeat(sigmas[sl][-1:], pad, 0)])
-        g = jnp.concatenate([gammas[sl], jnp.repeat(gammas[sl][-1:], pad, 0)])
-        imgs = np.asarray(fn(e, s, g))[:m, 0]
-        out += [(np.clip(im[..., :3], 0, 1) * 255).round().astype(np.uint8) for im in imgs]
-    return out
+
+    def bar(starts):
+        return tqdm(starts, desc=desc, unit="batch", disable=not progress)
+
+    chunks = map_padded(fn, [eyes, sigmas, gammas], chunk, progress=bar)
+    return [
+        (np.clip(im[..., :3], 0, 1) * 255).round().astype(np.uint8)
+        for imgs in chunks
+        for im in imgs[:, 0]
+    ]
 
 
 def run(args: argparse.Namespace) -> None:
