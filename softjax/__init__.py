@@ -3,7 +3,7 @@
 from softjax import losses, transform
 from softjax.io import ObjError, load_obj, save_obj
 from softjax.lighting import Lights, light_intensity, shade
-from softjax.mesh import Mesh, deform_vertices, icosphere
+from softjax.mesh import Mesh, deform_vertices, icosphere, pad_meshes, unpad_meshes
 from softjax.ops import (
     BackendFallbackWarning,
     PallasConfig,
@@ -44,6 +44,7 @@ __all__ = [
     "look",
     "look_at",
     "orthogonal",
+    "pad_meshes",
     "perspective",
     "project",
     "projection",
@@ -51,4 +52,5 @@ __all__ = [
     "shade",
     "soft_rasterize",
     "transform",
+    "unpad_meshes",
 ]

@@ -101,7 +101,16 @@ def shade(mesh: Mesh, lights: Lights | None = None) -> Mesh:
 
     Returns:
       The mesh with lit textures (same shapes).
+
+    Raises:
+      ValueError: for ``texture_type='uv'`` (see :func:`softjax.render`, which lights it).
     """
+    if mesh.texture_type == "uv":
+        raise ValueError(
+            "shade() cannot light a uv-textured mesh (its image is shared by many faces): "
+            "render() lights it per face, or pass face_tint=light_intensity(mesh.surface_normals,"
+            " lights) to soft_rasterize"
+        )
     lights = Lights.create() if lights is None else lights
     if mesh.texture_type == "surface":
         light = light_intensity(mesh.surface_normals, lights)  # [B, F, 3]

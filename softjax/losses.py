@@ -5,6 +5,10 @@
 once from the faces (in NumPy, so the faces must be concrete, not traced) and return a pure JAX
 function of the vertices that composes with ``jit``, ``grad`` and ``vmap``. Neither builds a
 dense ``V x V`` matrix.
+
+Both also take a padded batch of different meshes: ``faces [B, F, 3]`` with ``face_counts [B]``
+(mesh ``b`` uses ``faces[b, :face_counts[b]]``; the rest is padding and is never read). The loss
+of ``vertices [B, V, 3]`` is then ``[B]``, entry ``b`` the loss of mesh ``b`` alone.
 """
 
 from __future__ import annotations
@@ -127,35 +131,78 @@ def mesh_edges(faces: ArrayLike) -> np.ndarray:
     return np.unique(e, axis=0).reshape(-1, 2)
 
 
-def laplacian_loss(faces: ArrayLike, num_vertices: int) -> VertexLoss:
-    """Uniform-weight Laplacian smoothness loss (SoftRas's ``LaplacianLoss``).
+def _check_face_counts(face_counts: ArrayLike, b: int, f: int) -> np.ndarray:
+    """Concrete ``[B]`` int64 face counts, each in ``[0, F]``."""
+    c = concrete_value(face_counts)
+    if c is None:
+        raise ValueError(
+            "face_counts must be concrete (NumPy or a non-traced jax array), not traced"
+        )
+    if c.shape != (b,):
+        raise ValueError(f"face_counts must have shape [B] = [{b}] (one per mesh), got {c.shape}")
+    if not np.issubdtype(c.dtype, np.integer):
+        raise ValueError(f"face_counts must be integers, got dtype {c.dtype}")
+    if c.size and (c.min() < 0 or c.max() > f):
+        raise ValueError(f"face_counts must lie in [0, F] = [0, {f}], got {c.tolist()}")
+    return c.astype(np.int64)
 
-    With ``A`` the adjacency of vertices sharing an edge and ``deg`` its row sums,
-    ``L = I - A / deg`` and the loss of one mesh is ``sum_{i, c} ((L v)[i, c])^2``, i.e. the sum
-    over vertices of ``|v_i - mean of its neighbours|^2``. A vertex that no face uses has no
-    neighbours; its row of ``L`` is defined as zero (it does not contribute).
 
-    The neighbour table is computed once here in NumPy; the returned function gathers from a
-    padded ``[V, max_degree]`` table (no dense matrix).
+def _batched_faces(
+    faces: ArrayLike, face_counts: ArrayLike | None, num_vertices: int | None = None
+) -> tuple[list[np.ndarray], int] | None:
+    """The real faces of each mesh of a batched ``faces [B, F, 3]`` (``face_counts [B]`` or
+    every face real), as a list of ``[F_b, 3]`` int64 arrays, and the largest index + 1 among
+    them (1 if none); ``None`` for the single-template form (``[F, 3]`` or ``[1, F, 3]`` without
+    ``face_counts``). Indices in the padding are never looked at."""
+    f = concrete_value(faces)
+    if f is None:
+        raise ValueError("faces must be concrete (NumPy or a non-traced jax array), not traced")
+    if face_counts is None and (f.ndim != 3 or f.shape[0] == 1):
+        return None
+    if f.ndim != 3 or f.shape[2] != 3:
+        raise ValueError(f"padded faces must have shape [B, F, 3], got {f.shape}")
+    if f.size and not np.issubdtype(f.dtype, np.integer):
+        raise ValueError(f"faces must be integer vertex indices, got dtype {f.dtype}")
+    b, n = f.shape[:2]
+    counts = np.full(b, n) if face_counts is None else _check_face_counts(face_counts, b, n)
+    meshes = [f[i, : counts[i]].astype(np.int64) for i in range(b)]
+    stride = 1
+    for i, m in enumerate(meshes):
+        if m.size == 0:
+            continue
+        if m.min() < 0:
+            raise ValueError(f"faces of mesh {i} hold negative vertex indices (min {m.min()})")
+        if num_vertices is not None and m.max() >= num_vertices:
+            raise ValueError(
+                f"faces of mesh {i} index vertex {m.max()} but num_vertices is {num_vertices}"
+            )
+        stride = max(stride, int(m.max()) + 1)
+    return meshes, stride
 
-    Args:
-      faces: ``[F, 3]`` (or ``[1, F, 3]``) concrete integer vertex indices of the template.
-      num_vertices: ``V``, the number of vertices of the meshes the loss is applied to.
 
-    Returns:
-      ``loss(vertices)``: ``vertices [B, V, 3]`` float (any leading shape ``[..., V, 3]``)
-      -> ``[B]`` per-mesh losses in the vertices' dtype. Pure JAX: jit / grad / vmap friendly.
-    """
-    num_vertices = int(num_vertices)
-    if num_vertices < 1:
-        raise ValueError(f"num_vertices must be >= 1, got {num_vertices}")
-    f = _check_faces(faces, num_vertices)
+def _offset_faces(meshes: list[np.ndarray], stride: int) -> np.ndarray:
+    """The meshes' faces as one ``[N, 3]`` mesh: mesh ``b``'s indices shifted by ``b * stride``,
+    so that the meshes share no vertex and their edges never mix."""
+    shifted = [m + i * stride for i, m in enumerate(meshes)]
+    return np.concatenate(shifted, axis=0) if shifted else np.zeros((0, 3), np.int64)
+
+
+def _check_batch(v: jax.Array, b: int) -> None:
+    if v.ndim < 3 or v.shape[-3] != b:
+        raise ValueError(
+            f"vertices must have shape [B, V, 3] with B = {b} (the meshes of faces), got {v.shape}"
+        )
+
+
+def _neighbour_table(f: np.ndarray, num_vertices: int) -> tuple[np.ndarray, ...]:
+    """``(table [V, K] int32, weight [V, K] float64, has_nbrs [V] bool)`` of ``[F, 3]`` faces:
+    slot ``s`` of vertex ``i`` holds its ``s``-th neighbour with weight ``1 / deg(i)``, or ``i``
+    itself with weight 0 (``K`` the largest degree, at least 1)."""
     e = mesh_edges(f)
     rows = np.concatenate([e[:, 0], e[:, 1]])
     cols = np.concatenate([e[:, 1], e[:, 0]])
     deg = np.bincount(rows, minlength=num_vertices)
     k = max(int(deg.max()) if deg.size else 0, 1)
-    # padded neighbour table: slot s of vertex i holds its s-th neighbour, or i itself (weight 0)
     order = np.argsort(rows, kind="stable")
     rows, cols = rows[order], cols[order]
     starts = np.concatenate([[0], np.cumsum(deg)[:-1]])
@@ -164,15 +211,79 @@ def laplacian_loss(faces: ArrayLike, num_vertices: int) -> VertexLoss:
     weight = np.zeros((num_vertices, k), np.float64)
     table[rows, slot] = cols
     weight[rows, slot] = 1.0 / deg[rows]
-    has_nbrs = (deg > 0).astype(np.float64)
-    table = table.astype(np.int32)
+    return table.astype(np.int32), weight, deg > 0
+
+
+def laplacian_loss(
+    faces: ArrayLike, num_vertices: int, face_counts: ArrayLike | None = None
+) -> VertexLoss:
+    """Uniform-weight Laplacian smoothness loss (SoftRas's ``LaplacianLoss``).
+
+    With ``A`` the adjacency of vertices sharing an edge and ``deg`` its row sums,
+    ``L = I - A / deg`` and the loss of one mesh is ``sum_{i, c} ((L v)[i, c])^2``, i.e. the sum
+    over vertices of ``|v_i - mean of its neighbours|^2``. A vertex that no face uses has no
+    neighbours; its row of ``L`` is defined as zero (it does not contribute, whatever its value,
+    and its gradient is zero).
+
+    The neighbour table is computed once here in NumPy; the returned function gathers from a
+    padded ``[V, max_degree]`` table (no dense matrix).
+
+    Two forms:
+
+    * one template: ``faces [F, 3]`` (or ``[1, F, 3]``), ``face_counts=None``; every mesh the
+      loss is applied to has this connectivity.
+    * a padded batch of different meshes: ``faces [B, F, 3]``, mesh ``b`` made of the faces
+      ``faces[b, :face_counts[b]]`` (all ``F`` when ``face_counts`` is None) and of the vertices
+      ``vertices[b]``; the other face slots are padding and are ignored entirely (any values).
+      Vertex slots no real face uses (e.g. padding) are unused vertices: they contribute
+      nothing. The tables are built per mesh and padded to the largest degree of the batch.
+
+    Args:
+      faces: ``[F, 3]`` / ``[1, F, 3]`` or ``[B, F, 3]`` concrete integer vertex indices
+        (those of real faces in ``[0, num_vertices)``).
+      num_vertices: ``V``, the number of vertices (per mesh, padding included) of the meshes
+        the loss is applied to.
+      face_counts: None, or ``[B]`` concrete integers in ``[0, F]``: the number of real faces of
+        each mesh of ``faces [B, F, 3]``.
+
+    Returns:
+      ``loss(vertices)``. One template: ``vertices [B, V, 3]`` float (any leading shape
+      ``[..., V, 3]``) -> ``[B]`` per-mesh losses in the vertices' dtype. Padded batch:
+      ``vertices [B, V, 3]`` (or ``[..., B, V, 3]``) with the ``B`` of ``faces`` -> ``[B]``
+      (``[..., B]``), entry ``b`` the loss of mesh ``b`` alone. Pure JAX: jit / grad / vmap
+      friendly.
+
+    Raises:
+      ValueError: traced or non-integer faces, an index of a real face out of
+        ``[0, num_vertices)``, ``face_counts`` not ``[B]`` integers in ``[0, F]``, or (from
+        ``loss``) vertices of the wrong shape or batch size.
+    """
+    num_vertices = int(num_vertices)
+    if num_vertices < 1:
+        raise ValueError(f"num_vertices must be >= 1, got {num_vertices}")
+    batched = _batched_faces(faces, face_counts, num_vertices)
+    if batched is None:
+        f, b = _check_faces(faces, num_vertices), None
+        n = num_vertices
+    else:
+        # one graph of B * V vertices: mesh b's vertex i is vertex b * V + i
+        f, b = _offset_faces(batched[0], num_vertices), len(batched[0])
+        n = b * num_vertices
+    table, weight, has_nbrs = _neighbour_table(f, n)
 
     def loss(vertices: ArrayLike) -> jax.Array:
         v = _check_vertices(vertices, num_vertices)
+        if b is not None:
+            _check_batch(v, b)
+            v = v.reshape(v.shape[:-3] + (n, 3))
         w = jnp.asarray(weight, v.dtype)
-        nbr_mean = jnp.sum(v[..., table, :] * w[:, :, None], axis=-2)  # [..., V, 3]
-        lv = v * jnp.asarray(has_nbrs, v.dtype)[:, None] - nbr_mean
-        return jnp.sum(lv * lv, axis=(-2, -1))
+        nbr_mean = jnp.sum(v[..., table, :] * w[:, :, None], axis=-2)  # [..., n, 3]
+        # a select, not a product with 0: an unused vertex contributes 0 even if it is inf / NaN
+        lv = jnp.where(has_nbrs[:, None], v - nbr_mean, 0)
+        if b is None:
+            return jnp.sum(lv * lv, axis=(-2, -1))
+        per_mesh = lv.reshape(lv.shape[:-2] + (b, num_vertices, 3))
+        return jnp.sum(per_mesh * per_mesh, axis=(-2, -1))
 
     return loss
 
@@ -199,7 +310,40 @@ def flatten_edges(faces: ArrayLike) -> np.ndarray:
     return np.stack([lo[first], hi[first], opp[first], opp[first + 1]], axis=1)
 
 
-def flatten_loss(faces: ArrayLike, eps: float = 1e-6) -> VertexLoss:
+def _fold(v0: jax.Array, v1: jax.Array, v2: jax.Array, v3: jax.Array, eps: float) -> jax.Array:
+    """``(cos + 1)^2`` of each edge ``(v0, v1)`` with opposite corners ``v2``, ``v3`` (each
+    ``[..., E, 3]``) -> ``[..., E]``, regularised by ``eps`` as SoftRas does."""
+    a1 = v1 - v0
+    a1l2 = jnp.sum(a1 * a1, axis=-1)
+    a1l1 = jnp.sqrt(a1l2 + eps)
+
+    def orth(b):
+        bl2 = jnp.sum(b * b, axis=-1)
+        bl1 = jnp.sqrt(bl2 + eps)
+        ab = jnp.sum(a1 * b, axis=-1)
+        cos = ab / (a1l1 * bl1 + eps)
+        sin = jnp.sqrt(1.0 - cos * cos + eps)
+        cb = b - a1 * (ab / (a1l2 + eps))[..., None]
+        return cb, bl1 * sin
+
+    cb1, cb1l1 = orth(v2 - v0)
+    cb2, cb2l1 = orth(v3 - v0)
+    cos = jnp.sum(cb1 * cb2, axis=-1) / (cb1l1 * cb2l1 + eps)
+    return (cos + 1.0) ** 2
+
+
+def _check_flatten_vertices(vertices: ArrayLike, v_min: int) -> jax.Array:
+    v = jnp.asarray(vertices)
+    if v.ndim < 2 or v.shape[-1] != 3 or v.shape[-2] < v_min:
+        raise ValueError(f"vertices must have shape [B, V >= {v_min}, 3], got {v.shape}")
+    if not jnp.issubdtype(v.dtype, jnp.floating):
+        raise ValueError(f"vertices must be floating point, got dtype {v.dtype}")
+    return v
+
+
+def flatten_loss(
+    faces: ArrayLike, eps: float = 1e-6, face_counts: ArrayLike | None = None
+) -> VertexLoss:
     """SoftRas's ``FlattenLoss``: penalises folds across interior edges.
 
     For every edge ``(v0, v1)`` shared by exactly two faces (see ``flatten_edges``), with ``v2``
@@ -213,40 +357,68 @@ def flatten_loss(faces: ArrayLike, eps: float = 1e-6) -> VertexLoss:
     face (missing an edge that is the ``(2, 0)`` pair of both its faces), every interior edge is
     counted.
 
+    Two forms:
+
+    * one template: ``faces [F, 3]`` (or ``[1, F, 3]``), ``face_counts=None``.
+    * a padded batch of different meshes: ``faces [B, F, 3]``, mesh ``b`` made of the faces
+      ``faces[b, :face_counts[b]]`` (all ``F`` when ``face_counts`` is None) and of the vertices
+      ``vertices[b]``; the other face slots are padding and are ignored entirely (any values).
+      Each mesh's edges are found on its own and padded to the largest edge count of the batch
+      with masked slots (which read no vertex value, so padded vertices get a zero gradient).
+
     Args:
-      faces: ``[F, 3]`` (or ``[1, F, 3]``) concrete integer vertex indices of the template.
+      faces: ``[F, 3]`` / ``[1, F, 3]`` or ``[B, F, 3]`` concrete non-negative integer vertex
+        indices (only those of real faces are read).
       eps: the regulariser of the norms and divisions.
+      face_counts: None, or ``[B]`` concrete integers in ``[0, F]``: the number of real faces of
+        each mesh of ``faces [B, F, 3]``.
 
     Returns:
-      ``loss(vertices)``: ``vertices [B, V, 3]`` float (any leading shape ``[..., V, 3]``,
-      ``V > max index``) -> ``[B]`` per-mesh losses in the vertices' dtype. Pure JAX.
+      ``loss(vertices)``. One template: ``vertices [B, V, 3]`` float (any leading shape
+      ``[..., V, 3]``, ``V > max index``) -> ``[B]`` per-mesh losses in the vertices' dtype.
+      Padded batch: ``vertices [B, V, 3]`` (or ``[..., B, V, 3]``) with the ``B`` of ``faces``
+      and ``V`` above every real face's indices -> ``[B]`` (``[..., B]``), entry ``b`` the loss
+      of mesh ``b`` alone. Pure JAX.
+
+    Raises:
+      ValueError: traced, non-integer or negative faces, ``face_counts`` not ``[B]`` integers in
+        ``[0, F]``, or (from ``loss``) vertices of the wrong shape or batch size.
     """
-    edges = flatten_edges(faces).astype(np.int32)
-    v_min = int(edges.max()) + 1 if edges.size else 0
+    batched = _batched_faces(faces, face_counts)
+    if batched is None:
+        edges = flatten_edges(faces).astype(np.int32)
+        v_min = int(edges.max()) + 1 if edges.size else 0
 
-    def loss(vertices: ArrayLike) -> jax.Array:
-        v = jnp.asarray(vertices)
-        if v.ndim < 2 or v.shape[-1] != 3 or v.shape[-2] < v_min:
-            raise ValueError(f"vertices must have shape [B, V >= {v_min}, 3], got {v.shape}")
-        if not jnp.issubdtype(v.dtype, jnp.floating):
-            raise ValueError(f"vertices must be floating point, got dtype {v.dtype}")
-        v0, v1, v2, v3 = (v[..., edges[:, i], :] for i in range(4))
-        a1 = v1 - v0
-        a1l2 = jnp.sum(a1 * a1, axis=-1)
-        a1l1 = jnp.sqrt(a1l2 + eps)
+        def loss(vertices: ArrayLike) -> jax.Array:
+            v = _check_flatten_vertices(vertices, v_min)
+            corners = (v[..., edges[:, i], :] for i in range(4))
+            return jnp.sum(_fold(*corners, eps), axis=-1)
 
-        def orth(b):
-            bl2 = jnp.sum(b * b, axis=-1)
-            bl1 = jnp.sqrt(bl2 + eps)
-            ab = jnp.sum(a1 * b, axis=-1)
-            cos = ab / (a1l1 * bl1 + eps)
-            sin = jnp.sqrt(1.0 - cos * cos + eps)
-            cb = b - a1 * (ab / (a1l2 + eps))[..., None]
-            return cb, bl1 * sin
+        return loss
 
-        cb1, cb1l1 = orth(v2 - v0)
-        cb2, cb2l1 = orth(v3 - v0)
-        cos = jnp.sum(cb1 * cb2, axis=-1) / (cb1l1 * cb2l1 + eps)
-        return jnp.sum((cos + 1.0) ** 2, axis=-1)
+    meshes, stride = batched
+    b = len(meshes)
+    # every mesh's edges at once: with indices shifted by b * stride the meshes share no vertex,
+    # and flatten_edges' rows, sorted by (v0, v1), come grouped by mesh, each in its own order
+    edges = flatten_edges(_offset_faces(meshes, stride))
+    mesh_id = edges[:, 0] // stride
+    local = edges - (mesh_id * stride)[:, None]
+    n_edges = np.bincount(mesh_id, minlength=b)
+    e_max = int(n_edges.max()) if b else 0
+    slot = np.arange(edges.shape[0]) - (np.cumsum(n_edges) - n_edges)[mesh_id]
+    table = np.zeros((b, e_max, 4), np.int32)  # padded slots read vertex 0, then masked
+    mask = np.zeros((b, e_max), bool)
+    table[mesh_id, slot] = local
+    mask[mesh_id, slot] = True
+    v_min = int(local.max()) + 1 if local.size else 0
+    rows = np.arange(b)[:, None]
 
-    return loss
+    def padded_loss(vertices: ArrayLike) -> jax.Array:
+        v = _check_flatten_vertices(vertices, v_min)
+        _check_batch(v, b)
+        # masked slots become zero vectors before any arithmetic: finite whatever the padded
+        # vertices hold, and no gradient reaches the vertex they read
+        corners = (jnp.where(mask[:, :, None], v[..., rows, table[..., i], :], 0) for i in range(4))
+        return jnp.sum(jnp.where(mask, _fold(*corners, eps), 0), axis=-1)
+
+    return padded_loss

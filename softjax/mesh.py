@@ -27,13 +27,19 @@ def face_normals(face_vertices: jax.Array) -> jax.Array:
     return normalize(jnp.cross(v2 - v1, v0 - v1), _NORMAL_EPS)
 
 
-def vertex_normals(vertices: jax.Array, faces: jax.Array) -> jax.Array:
+def vertex_normals(
+    vertices: jax.Array, faces: jax.Array, face_counts: jax.Array | None = None
+) -> jax.Array:
     """Unit vertex normals ``[B, V, 3]``: the normalised sum, over the faces around a vertex, of
-    the cross product of the face's two edges at that corner (area-weighted face normals)."""
+    the cross product of the face's two edges at that corner (area-weighted face normals).
+    With ``face_counts`` (``[B]`` int), faces ``f >= face_counts[b]`` are padding and ignored."""
     fv = gather_faces(vertices, faces)  # [B, F, 3, 3]
     nxt = jnp.roll(fv, -1, axis=-2)
     prv = jnp.roll(fv, 1, axis=-2)
     corner = jnp.cross(nxt - fv, prv - fv)  # [B, F, 3, 3]
+    if face_counts is not None:
+        real = jnp.arange(faces.shape[1]) < jnp.asarray(face_counts)[:, None]
+        corner = jnp.where(real[:, :, None, None], corner, 0.0)
     summed = jax.vmap(
         lambda c, f: (
             jnp.zeros((vertices.shape[1], 3), c.dtype).at[f.reshape(-1)].add(c.reshape(-1, 3))
@@ -44,7 +50,7 @@ def vertex_normals(vertices: jax.Array, faces: jax.Array) -> jax.Array:
 
 @functools.partial(
     jax.tree_util.register_dataclass,
-    data_fields=["vertices", "faces", "textures"],
+    data_fields=["vertices", "faces", "textures", "face_uvs", "vertex_counts", "face_counts"],
     meta_fields=["texture_type"],
 )
 @dataclasses.dataclass(frozen=True)
@@ -54,15 +60,24 @@ class Mesh:
     Attributes:
       vertices: ``[B, V, 3]`` float, world coordinates.
       faces: ``[B, F, 3]`` int32 vertex indices.
-      textures: ``[B, F, R*R, 3]`` per-face texels (``texture_type='surface'``) or ``[B, V, 3]``
-        per-vertex colours (``'vertex'``), values in [0, 1].
-      texture_type: ``'surface'`` or ``'vertex'``.
+      textures: ``[B, F, R*R, 3]`` per-face texels (``texture_type='surface'``), ``[B, V, 3]``
+        per-vertex colours (``'vertex'``) or ``[B, H, W, 3]`` one texture image per mesh
+        (``'uv'``; row 0 is the top of the image, ``v = 1``), values in [0, 1].
+      texture_type: ``'surface'``, ``'vertex'`` or ``'uv'``.
+      face_uvs: ``'uv'`` only: ``[B, F, 3, 2]`` float (u, v) of each face corner; else None.
+      vertex_counts, face_counts: ``None`` for a batch of meshes of one size; for a padded
+        batch of different meshes (:func:`pad_meshes`), ``[B]`` int32: mesh ``b`` is
+        ``vertices[b, :vertex_counts[b]]`` and ``faces[b, :face_counts[b]]``; the rest is
+        padding, which ``render`` skips.
     """
 
     vertices: jax.Array
     faces: jax.Array
     textures: jax.Array
     texture_type: str = "surface"
+    face_uvs: jax.Array | None = None
+    vertex_counts: jax.Array | None = None
+    face_counts: jax.Array | None = None
 
     def __post_init__(self):
         if self.texture_type not in TEXTURE_TYPES:
@@ -78,10 +93,14 @@ class Mesh:
         textures=None,
         texture_type: str = "surface",
         texture_res: int = 1,
+        face_uvs=None,
     ) -> Mesh:
-        """Builds a checked mesh; unbatched ``[V, 3]`` / ``[F, 3]`` inputs get a batch axis.
+        """Builds a checked mesh; unbatched ``[V, 3]`` / ``[F, 3]`` (``[H, W, 3]``,
+        ``[F, 3, 2]``) inputs get a batch axis.
 
-        Without ``textures`` every face (or vertex) is white.
+        Without ``textures`` every face (or vertex, or the ``'uv'`` image: 1 x 1) is white.
+        ``face_uvs`` (``[B, F, 3, 2]``) is required for, and only accepted with,
+        ``texture_type='uv'``.
         """
         v = jnp.asarray(vertices)
         f = jnp.asarray(faces)
@@ -114,12 +133,17 @@ class Mesh:
         f = f.astype(jnp.int32)
         b = v.shape[0]
         if textures is None:
-            shape = (
-                (b, f.shape[1], texture_res**2, 3)
-                if texture_type == "surface"
-                else (b, v.shape[1], 3)
-            )
+            shape = {
+                "surface": (b, f.shape[1], texture_res**2, 3),
+                "vertex": (b, v.shape[1], 3),
+                "uv": (b, 1, 1, 3),
+            }.get(texture_type, (b, v.shape[1], 3))
             textures = jnp.ones(shape, v.dtype)
+        uvs = None
+        if texture_type == "uv":
+            uvs = _check_face_uvs(face_uvs, b, f.shape[1], v.dtype)
+        elif face_uvs is not None:
+            raise ValueError(f"face_uvs belong to texture_type='uv', got {texture_type!r}")
         t = jnp.asarray(textures, v.dtype)
         if texture_type == "surface":
             if t.ndim == 3:
@@ -137,13 +161,21 @@ class Mesh:
                 raise ValueError(
                     f"vertex textures must have shape [B, V, 3] with V={v.shape[1]}, got {t.shape}"
                 )
+        elif texture_type == "uv":
+            if t.ndim == 3:
+                t = t[None]
+            if t.ndim != 4 or t.shape[3] != 3 or min(t.shape[1:3]) < 1:
+                raise ValueError(
+                    "uv textures must be RGB images of shape [B, H, W, 3] or [H, W, 3], "
+                    f"got {t.shape}"
+                )
         else:
             raise ValueError(
                 f"texture_type must be one of {list(TEXTURE_TYPES)}, got {texture_type!r}"
             )
         if t.shape[0] != b:
             t = jnp.broadcast_to(t, (b,) + t.shape[1:])
-        return cls(v, f, t, texture_type)
+        return cls(v, f, t, texture_type, uvs)
 
     @property
     def batch_size(self) -> int:
@@ -169,19 +201,149 @@ class Mesh:
 
     @property
     def vertex_normals(self) -> jax.Array:
-        """``[B, V, 3]`` unit vertex normals."""
-        return vertex_normals(self.vertices, self.faces)
+        """``[B, V, 3]`` unit vertex normals (padding faces take no part)."""
+        return vertex_normals(self.vertices, self.faces, self.face_counts)
 
     @property
     def face_textures(self) -> jax.Array:
         """Textures in the layout ``soft_rasterize`` takes: ``[B, F, R*R, 3]`` for surface
-        textures, ``[B, F, 3, 3]`` (colour per corner) for vertex colours."""
-        if self.texture_type == "surface":
-            return self.textures
-        return gather_faces(self.textures, self.faces)
+        textures, ``[B, F, 3, 3]`` (colour per corner) for vertex colours, the ``[B, H, W, 3]``
+        image for ``'uv'`` (with :attr:`face_uvs`)."""
+        if self.texture_type == "vertex":
+            return gather_faces(self.textures, self.faces)
+        return self.textures
 
     def replace(self, **changes) -> Mesh:
         return dataclasses.replace(self, **changes)
+
+
+def _check_face_uvs(face_uvs, batch: int, faces: int, dtype) -> jax.Array:
+    if face_uvs is None:
+        raise ValueError("texture_type='uv' needs face_uvs, the [B, F, 3, 2] corner UVs")
+    uv = jnp.asarray(face_uvs)
+    if uv.ndim == 3:
+        uv = uv[None]
+    if uv.ndim != 4 or uv.shape[1:] != (faces, 3, 2) or uv.shape[0] not in (1, batch):
+        raise ValueError(
+            f"face_uvs must have shape [B, F, 3, 2] or [F, 3, 2] with F={faces}, got {uv.shape}"
+        )
+    if not jnp.issubdtype(uv.dtype, jnp.floating):
+        raise ValueError(f"face_uvs must be floating point, got dtype {uv.dtype}")
+    return jnp.broadcast_to(uv.astype(dtype), (batch, faces, 3, 2))
+
+
+def _mesh_counts(mesh: Mesh) -> list[tuple[int, int]]:
+    """(vertices, faces) of every mesh of a batch (its counts when it is padded)."""
+    if mesh.face_counts is None:
+        return [(mesh.num_vertices, mesh.num_faces)] * mesh.batch_size
+    vc = concrete_value(mesh.vertex_counts)
+    fc = concrete_value(mesh.face_counts)
+    if vc is None or fc is None:
+        raise ValueError("pad_meshes needs concrete vertex_counts and face_counts, not traced")
+    return list(zip(vc.tolist(), fc.tolist(), strict=True))
+
+
+def _pad_to(x: jax.Array, n: int, axis: int = 1) -> jax.Array:
+    widths = [(0, 0)] * x.ndim
+    widths[axis] = (0, n - x.shape[axis])
+    return jnp.pad(x, widths)
+
+
+def pad_meshes(meshes) -> Mesh:
+    """Stacks meshes of different sizes into one padded batch (like PyTorch3D's padded
+    ``Meshes``).
+
+    Every mesh of every input (each a :class:`Mesh` of any batch size, itself possibly padded)
+    becomes one entry of the batch, padded with zero vertices, faces ``(0, 0, 0)`` and zero
+    textures up to the largest vertex and face counts. ``render`` and ``soft_rasterize`` skip
+    the padding faces at binning (they cost nothing and add nothing to colour, alpha or
+    gradients); ``softjax.losses.laplacian_loss`` / ``flatten_loss`` and ``softjax.voxelize``
+    take the counts too.
+
+    Args:
+      meshes: a non-empty sequence of :class:`Mesh` with one ``texture_type``, one dtype, and
+        for ``'surface'`` one texels-per-face ``R*R``, for ``'uv'`` one image size.
+
+    Returns:
+      :class:`Mesh` with ``vertex_counts`` and ``face_counts`` ``[B]`` int32.
+
+    Raises:
+      ValueError: an empty sequence, a non-Mesh, or meshes that cannot share a batch (naming
+        the mismatch).
+    """
+    meshes = list(meshes)
+    if not meshes:
+        raise ValueError("pad_meshes needs at least one mesh")
+    for i, m in enumerate(meshes):
+        if not isinstance(m, Mesh):
+            raise ValueError(f"pad_meshes takes softjax.Mesh objects, item {i} is {type(m)}")
+    first = meshes[0]
+    for i, m in enumerate(meshes[1:], 1):
+        if m.texture_type != first.texture_type:
+            raise ValueError(
+                f"meshes of one batch share a texture_type: item 0 is {first.texture_type!r}, "
+                f"item {i} is {m.texture_type!r}"
+            )
+        if m.vertices.dtype != first.vertices.dtype:
+            raise ValueError(
+                f"meshes of one batch share a dtype: item 0 is {first.vertices.dtype}, "
+                f"item {i} is {m.vertices.dtype}"
+            )
+        if first.texture_type == "surface" and m.textures.shape[2] != first.textures.shape[2]:
+            raise ValueError(
+                "surface textures of one batch need the same texels per face, got "
+                f"{first.textures.shape[2]} (item 0) and {m.textures.shape[2]} (item {i})"
+            )
+        if first.texture_type == "uv" and m.textures.shape[1:3] != first.textures.shape[1:3]:
+            raise ValueError(
+                "uv textures of one batch need the same image size, got "
+                f"{first.textures.shape[1:3]} (item 0) and {m.textures.shape[1:3]} (item {i}): "
+                "resize the images first"
+            )
+    counts = [c for m in meshes for c in _mesh_counts(m)]
+    v_max = max(m.num_vertices for m in meshes)
+    f_max = max(m.num_faces for m in meshes)
+    vertex_axis = first.texture_type == "vertex"
+
+    def stacked(field: str, width: int | None) -> jax.Array:
+        parts = [getattr(m, field) for m in meshes]
+        return jnp.concatenate([p if width is None else _pad_to(p, width) for p in parts])
+
+    uvs = stacked("face_uvs", f_max) if first.texture_type == "uv" else None
+    return Mesh(
+        vertices=stacked("vertices", v_max),
+        faces=stacked("faces", f_max),
+        textures=stacked(
+            "textures", v_max if vertex_axis else (None if first.texture_type == "uv" else f_max)
+        ),
+        texture_type=first.texture_type,
+        face_uvs=uvs,
+        vertex_counts=jnp.asarray([c[0] for c in counts], jnp.int32),
+        face_counts=jnp.asarray([c[1] for c in counts], jnp.int32),
+    )
+
+
+def unpad_meshes(mesh: Mesh) -> list[Mesh]:
+    """The meshes of a batch, each alone (batch size 1, padding removed); the inverse of
+    :func:`pad_meshes`. Needs concrete counts."""
+    out = []
+    for b, (nv, nf) in enumerate(_mesh_counts(mesh)):
+        tex = mesh.textures[b : b + 1]
+        if mesh.texture_type == "surface":
+            tex = tex[:, :nf]
+        elif mesh.texture_type == "vertex":
+            tex = tex[:, :nv]
+        uvs = None if mesh.face_uvs is None else mesh.face_uvs[b : b + 1, :nf]
+        out.append(
+            Mesh(
+                mesh.vertices[b : b + 1, :nv],
+                mesh.faces[b : b + 1, :nf],
+                tex,
+                mesh.texture_type,
+                uvs,
+            )
+        )
+    return out
 
 
 _PHI = (1.0 + 5.0**0.5) / 2.0

@@ -12,7 +12,7 @@ import dataclasses
 import jax
 
 from softjax import transform
-from softjax.lighting import Lights, shade
+from softjax.lighting import Lights, light_intensity, shade
 from softjax.mesh import Mesh, gather_faces
 from softjax.ops import TilingConfig, soft_rasterize
 
@@ -106,7 +106,8 @@ def render(
     """Renders a batch of meshes: shade -> camera -> soft_rasterize.
 
     Args:
-      mesh: :class:`softjax.Mesh` with B meshes.
+      mesh: :class:`softjax.Mesh` with B meshes (padded batches of different meshes, from
+        :func:`softjax.pad_meshes`, render each mesh as it renders alone).
       config: :class:`RenderConfig` (static options); None = SoftRas's defaults.
       eye, camera_direction, P, dist_coeffs: camera parameters (see :func:`project`).
       lights: :class:`softjax.Lights`; None = SoftRas's default lights.
@@ -117,7 +118,13 @@ def render(
       ``[B, S, S, 4]`` RGBA images (float32), row 0 at the top.
     """
     config = RenderConfig() if config is None else config
-    if config.lighting:
+    tint = None
+    if config.lighting and mesh.texture_type == "uv":
+        # an image shared by many faces cannot hold per-face light: the rasterizer multiplies
+        # each face's sampled colour by it instead (the same flat lighting as 'surface')
+        lights = Lights.create() if lights is None else lights
+        tint = light_intensity(mesh.surface_normals, lights)
+    elif config.lighting:
         mesh = shade(mesh, lights)
     screen = project(
         mesh.vertices,
@@ -145,6 +152,9 @@ def render(
         aggr_func_rgb=config.aggr_func_rgb,
         aggr_func_alpha=config.aggr_func_alpha,
         texture_type=mesh.texture_type,
+        face_uvs=mesh.face_uvs,
+        face_tint=tint,
+        face_counts=mesh.face_counts,
         backend=config.backend,
         tiling=config.tiling,
     )

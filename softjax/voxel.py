@@ -44,6 +44,10 @@ iteration, so memory is bounded and the work follows the data. Triangles with a 
 coordinate are skipped (the original casts ``floor(NaN)`` to ``int``, which C leaves
 undefined), and so is a non-finite depth.
 
+Padded batches. With ``face_counts [B]``, faces ``f >= face_counts[b]`` of mesh ``b`` are padding:
+they get no pass (they are in no pass's run of the counting sort, so no column is tested for
+them) and their corners mark nothing, so each mesh's voxels are those of its real faces alone.
+
 Flood fill: the outside starts as the empty border voxels and grows by 6-neighbour dilation
 restricted to empty voxels, on grids bit-packed along z, in a ``lax.while_loop`` (four
 dilations per convergence check) until nothing changes: the fixed point of the original's
@@ -60,6 +64,8 @@ import numpy as np
 from jax import lax
 from jax.typing import ArrayLike
 
+from softjax.concrete import concrete_value
+
 # Corner coordinate order (y, x, depth) of the original's projection along axis 0, 1, 2
 # (``voxelize_sub1``: ``faces[..., [2, 1, 0]]``, ``faces[..., [0, 2, 1]]``, unchanged).
 _ORDER = ((2, 1, 0), (0, 2, 1), (0, 1, 2))
@@ -72,7 +78,11 @@ _INDEX_LIMIT = 2**30  # int32 indices, with headroom for a chunk past the end
 
 
 def voxelize(
-    face_vertices: ArrayLike, size: int = 32, *, chunk_size: int | None = None
+    face_vertices: ArrayLike,
+    size: int = 32,
+    *,
+    chunk_size: int | None = None,
+    face_counts: ArrayLike | None = None,
 ) -> jax.Array:
     """Solid occupancy grid of a batch of meshes, exactly as SoftRas's ``voxelization`` in its
     3D IoU evaluation.
@@ -87,6 +97,12 @@ def voxelize(
     voxels (6-connected). Parts of the mesh outside the grid are ignored; triangles with a
     non-finite coordinate are skipped.
 
+    Padded batches of meshes of different sizes: with ``face_counts``, mesh ``b`` is made of the
+    faces ``face_vertices[b, :face_counts[b]]`` only; the others are skipped whatever their
+    coordinates (they are never tested, and their corners mark nothing), so ``out[b]`` equals
+    ``voxelize(face_vertices[b : b + 1, :face_counts[b]])[0]``. A mesh with no face gives an
+    empty grid.
+
     The result then follows the ShapeNet / NMR voxel convention: ``out[b, j, i, size - 1 - k] =
     vox[b, i, j, k]`` (x and y swapped, z reversed).
 
@@ -98,9 +114,18 @@ def voxelize(
       chunk_size: about how many (triangle, column) pairs one ``while_loop`` iteration tests
         (static; memory vs. loop overhead; the result does not depend on it). Default:
         ``16 * B * F`` rounded up to a power of two and clipped to ``[2**12, 2**16]``.
+      face_counts: None (every face is real), or ``[B]`` integer array (concrete or traced,
+        e.g. under ``jit``): the number of real faces of each mesh, the first ones of its row.
+        Concrete values must lie in ``[0, F]``; traced ones are not checked and act clipped to
+        it.
 
     Returns:
       ``[B, size, size, size]`` bool occupancy in the NMR axis order. Not differentiable.
+
+    Raises:
+      ValueError: ``face_vertices`` not ``[B, F, 3, 3]`` float, a bad ``size`` or
+        ``chunk_size``, or ``face_counts`` not of shape ``[B]``, not integers, or (concrete)
+        outside ``[0, F]``.
     """
     fv = jnp.asarray(face_vertices)
     if fv.ndim != 4 or fv.shape[-2:] != (3, 3):
@@ -115,29 +140,71 @@ def voxelize(
         chunk_size = min(max(1 << max(want - 1, 0).bit_length(), 1 << 12), 1 << 16)
     if not isinstance(chunk_size, int) or not 1 <= chunk_size <= _INDEX_LIMIT:
         raise ValueError(f"chunk_size must be an int in [1, 2**30], got {chunk_size!r}")
+    if face_counts is not None:
+        face_counts = _check_face_counts(face_counts, b, f)
     per_mesh = max(3 * f, 4 * size**3)  # int32 triangle and voxel indices per mesh
     if per_mesh > _INDEX_LIMIT:
         raise ValueError(f"{f} faces at size {size} overflow int32 indexing")
     step = max(_INDEX_LIMIT // per_mesh, 1)
     if b <= step:
-        return _voxelize(fv, size, chunk_size, WINDOWS)
+        return _voxelize(fv, size, chunk_size, WINDOWS, face_counts)
     # batches too large for int32 indices are voxelised a slice at a time
     return jnp.concatenate(
-        [_voxelize(fv[i : i + step], size, chunk_size, WINDOWS) for i in range(0, b, step)]
+        [
+            _voxelize(
+                fv[i : i + step],
+                size,
+                chunk_size,
+                WINDOWS,
+                None if face_counts is None else face_counts[i : i + step],
+            )
+            for i in range(0, b, step)
+        ]
     )
 
 
+def _check_face_counts(face_counts: ArrayLike, b: int, f: int) -> jax.Array:
+    """``face_counts`` as a ``[B]`` int32 array, after checking its shape, its dtype and (when
+    it is concrete) that its values lie in ``[0, F]``."""
+    counts = jnp.asarray(face_counts)
+    if counts.shape != (b,):
+        raise ValueError(
+            f"face_counts must have shape [B] = [{b}] (one per mesh), got {counts.shape}"
+        )
+    if not jnp.issubdtype(counts.dtype, jnp.integer):
+        raise ValueError(f"face_counts must be integers, got dtype {counts.dtype}")
+    values = concrete_value(counts)
+    if values is not None and values.size and (values.min() < 0 or values.max() > f):
+        raise ValueError(f"face_counts must lie in [0, F] = [0, {f}], got {values.tolist()}")
+    # clipped first: a traced count beyond int32 must not wrap around
+    return jnp.clip(counts, 0, f).astype(jnp.int32)
+
+
 @functools.partial(jax.jit, static_argnames=("size", "chunk_size", "windows"))
-def _voxelize(fv: jax.Array, size: int, chunk_size: int, windows: tuple[int, ...]) -> jax.Array:
-    vox = fill_enclosed(_surface(fv, size, chunk_size, windows))  # [B, x, y, z]
+def _voxelize(
+    fv: jax.Array,
+    size: int,
+    chunk_size: int,
+    windows: tuple[int, ...],
+    face_counts: jax.Array | None = None,
+) -> jax.Array:
+    vox = fill_enclosed(_surface(fv, size, chunk_size, windows, face_counts))  # [B, x, y, z]
     return jnp.flip(jnp.transpose(vox, (0, 2, 1, 3)), axis=3)
 
 
-def surface_voxels(face_vertices: jax.Array, size: int, chunk_size: int = 1 << 16) -> jax.Array:
+def surface_voxels(
+    face_vertices: jax.Array,
+    size: int,
+    chunk_size: int = 1 << 16,
+    face_counts: ArrayLike | None = None,
+) -> jax.Array:
     """Surface voxels (steps 1-3 of the module docstring) of ``face_vertices`` ``[B, F, 3, 3]``
     float: ``[B, size, size, size]`` bool indexed ``[b, i, j, k]`` (x, y, z order, no NMR
-    transpose); ``chunk_size`` as in ``voxelize``."""
-    return _surface(jnp.asarray(face_vertices), size, chunk_size, WINDOWS)
+    transpose); ``chunk_size`` and ``face_counts`` (``[B]`` int) as in ``voxelize``."""
+    fv = jnp.asarray(face_vertices)
+    if face_counts is not None:
+        face_counts = _check_face_counts(face_counts, *fv.shape[:2])
+    return _surface(fv, size, chunk_size, WINDOWS, face_counts)
 
 
 def _mul(a: jax.Array, b: jax.Array, zero: jax.Array) -> jax.Array:
@@ -190,22 +257,42 @@ def _column_test(
     return hit, jnp.where(hit, depth, 0).astype(jnp.int32)
 
 
-def _surface(fv: jax.Array, size: int, chunk_size: int, windows: tuple[int, ...]) -> jax.Array:
+def _surface(
+    fv: jax.Array,
+    size: int,
+    chunk_size: int,
+    windows: tuple[int, ...],
+    face_counts: jax.Array | None = None,
+) -> jax.Array:
     """``voxelize``'s surface voxels, ``[B, size, size, size]`` bool indexed ``[b, c0, c1, c2]``;
-    ``windows``: increasing block sides of the column passes."""
+    ``windows``: increasing block sides of the column passes; ``face_counts``: None or ``[B]``
+    int, the number of real faces of each mesh (the rest are skipped)."""
     dt = jnp.promote_types(fv.dtype, jnp.float32)
-    return _surface_units(_to_units(fv.astype(dt), size), size, chunk_size, windows)
+    return _surface_units(_to_units(fv.astype(dt), size), size, chunk_size, windows, face_counts)
 
 
-def _surface_units(p: jax.Array, size: int, chunk_size: int, windows: tuple[int, ...]) -> jax.Array:
+def _surface_units(
+    p: jax.Array,
+    size: int,
+    chunk_size: int,
+    windows: tuple[int, ...],
+    face_counts: jax.Array | None = None,
+) -> jax.Array:
     """``_surface`` of corners already in voxel units, ``p`` ``[B, F, 3, 3]`` float32/64."""
     b, f = p.shape[:2]
     dt = p.dtype
     if b * f == 0:
         return jnp.zeros((b, size, size, size), bool)
     n = b * f
+    if face_counts is None:
+        real = jnp.ones((b, f), bool)
+    else:
+        real = jnp.arange(f, dtype=jnp.int32)[None, :] < jnp.asarray(face_counts)[:, None]
     finite = jnp.all(jnp.isfinite(p), axis=(2, 3)).reshape(n)
-    pc = jnp.where(finite[:, None, None], p.reshape(n, 3, 3), 0)  # no NaN in the bounds below
+    # a padding face is treated like a non-finite one: no pass tests it (below), and its
+    # coordinates are zeroed so that nothing computed from them is NaN or overflows
+    used = finite & real.reshape(n)
+    pc = jnp.where(used[:, None, None], p.reshape(n, 3, 3), 0)
 
     # one projected triangle per (axis, mesh, face): m = axis * B * F + b * F + f, each value a
     # [M] array; corner k's (y, x, depth) are the coordinates _ORDER[axis]
@@ -218,7 +305,7 @@ def _surface_units(p: jax.Array, size: int, chunk_size: int, windows: tuple[int,
     tri.update(y2d=y[2] - y[0], x2d=x[2] - x[0], z2d=z[2] - z[0])
     zero = tri["y0"] * 0
     tri["det"] = _mul(tri["x1d"], tri["y2d"], zero) - _mul(tri["x2d"], tri["y1d"], zero)
-    live = jnp.tile(finite, 3) & (tri["det"] != 0)  # the original skips a zero determinant
+    live = jnp.tile(used, 3) & (tri["det"] != 0)  # the original skips a zero determinant
 
     # integer columns within MARGIN of the projection's bounding box, clipped to the grid
     lo_y, hi_y = (
@@ -274,10 +361,11 @@ def _surface_units(p: jax.Array, size: int, chunk_size: int, windows: tuple[int,
         jnp.zeros((3 * n,), jnp.int32).at[dest].set(jnp.arange(3 * n, dtype=jnp.int32), mode="drop")
     )
 
-    # every corner marks floor(p) (a non-finite corner marks nothing)
+    # every corner of a real face marks floor(p) (a non-finite corner marks nothing)
     n_hit = 3 * b * size**3  # hit grids [axis, b, y, x, depth], then the corner grid [b, c0..2]
     corner = jnp.floor(p.reshape(b, f * 3, 3))
     in_grid = jnp.all((corner >= 0) & (corner < size), axis=-1)  # False for NaN
+    in_grid &= jnp.repeat(real, 3, axis=1)  # [b, f * 3]: face f's corners are 3 f .. 3 f + 2
     ijk = jnp.where(in_grid[..., None], corner, 0).astype(jnp.int32)
     cflat = n_hit + ((jnp.arange(b)[:, None] * size + ijk[..., 0]) * size + ijk[..., 1]) * size
     cflat = jnp.where(in_grid, cflat + ijk[..., 2], n_hit + b * size**3).reshape(-1)

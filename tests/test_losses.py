@@ -15,7 +15,7 @@ from softjax.losses import (
     mesh_edges,
     multiview_iou_loss,
 )
-from softjax.mesh import _icosphere_np
+from softjax.mesh import _icosphere_np, icosphere_arrays
 
 # ----------------------------------------------------------------------------- IoU
 
@@ -297,3 +297,215 @@ def test_flatten_edge_cases():
     assert out.shape == (2,) and np.all(out == 0)
     with pytest.raises(ValueError):
         flatten_loss(np.zeros((4, 2), np.int32))
+
+
+# ----------------------------------------------------------------------------- padded batches
+
+
+def _ragged_meshes():
+    """Three different meshes ``(vertices [V_b, 3] float32, faces [F_b, 3] int32)``: the
+    icospheres of levels 1 and 2, and a noisy open cap of the level-2 one (its first 200 faces:
+    boundary edges, and vertices that no face uses)."""
+    rng = np.random.default_rng(10)
+    v1, f1 = icosphere_arrays(1)
+    v2, f2 = icosphere_arrays(2)
+    v3 = (v2 * 0.7 + rng.normal(0, 0.03, v2.shape)).astype(np.float32)
+    return [(np.array(v1), np.array(f1)), (np.array(v2), np.array(f2)), (v3, np.array(f2[:200]))]
+
+
+def _pad(meshes, extra_faces=0, extra_vertices=0, seed=0):
+    """``(vertices [B, V, 3], faces [B, F, 3], face_counts [B])`` padded to the largest mesh
+    plus the extras, the padding filled with garbage: random coordinates, random in-range
+    vertex indices."""
+    rng = np.random.default_rng(seed)
+    nv = max(v.shape[0] for v, _ in meshes) + extra_vertices
+    nf = max(f.shape[0] for _, f in meshes) + extra_faces
+    verts = rng.normal(0, 3, (len(meshes), nv, 3)).astype(np.float32)
+    faces = rng.integers(0, nv, (len(meshes), nf, 3)).astype(np.int32)
+    for b, (v, f) in enumerate(meshes):
+        verts[b, : v.shape[0]] = v
+        faces[b, : f.shape[0]] = f
+    counts = np.array([f.shape[0] for _, f in meshes], np.int32)
+    return verts, faces, counts
+
+
+def _loss_and_grad(loss, verts):
+    """``loss(verts)`` and the gradient of its sum, in one jitted call (eager, every primitive
+    would be compiled on its own for each new shape: seconds per mesh)."""
+    return jax.jit(lambda x: (loss(x), jax.grad(lambda y: loss(y).sum())(x)))(jnp.asarray(verts))
+
+
+def _dense_laplacian_loss(v, f):
+    """float64 loss of one mesh from its dense Laplacian, the rows of unused vertices zeroed."""
+    lap, deg = _dense_laplacian(f, v.shape[0])
+    lap[deg == 0] = 0
+    return ((lap @ v.astype(np.float64)) ** 2).sum()
+
+
+@pytest.mark.parametrize("extra_faces", [0, 37])
+def test_padded_laplacian_equals_each_mesh_alone(extra_faces):
+    meshes = _ragged_meshes()
+    verts, faces, counts = _pad(meshes, extra_faces, extra_vertices=5, seed=extra_faces)
+    nv = verts.shape[1]
+    loss = laplacian_loss(faces, nv, face_counts=counts)
+    got, g = _loss_and_grad(loss, verts)
+    assert got.shape == (3,) and got.dtype == jnp.float32
+    alone = [_loss_and_grad(laplacian_loss(f, v.shape[0]), v[None]) for v, f in meshes]
+    np.testing.assert_allclose(got, [a[0][0] for a in alone], rtol=1e-5)
+    # against the dense Laplacian of each mesh (float64 NumPy)
+    for b, (v, f) in enumerate(meshes):
+        np.testing.assert_allclose(got[b], _dense_laplacian_loss(v, f), rtol=1e-5)
+
+    for b, (v, _) in enumerate(meshes):
+        np.testing.assert_allclose(g[b, : v.shape[0]], alone[b][1][0], rtol=1e-4, atol=1e-6)
+        assert np.all(g[b, v.shape[0] :] == 0)  # padded vertices: exactly zero
+    # leading axes and vmap over them
+    stacked = jnp.stack([verts, verts * 2])
+    np.testing.assert_allclose(jax.jit(loss)(stacked), [got, 4 * got], rtol=1e-5)
+    np.testing.assert_allclose(jax.jit(jax.vmap(loss))(stacked), [got, 4 * got], rtol=1e-5)
+
+
+def test_padded_laplacian_float64_and_padding_amount(float64):
+    meshes = _ragged_meshes()
+    results = []
+    for extra, seed in ((0, 1), (37, 2)):
+        verts, faces, counts = _pad(meshes, extra, extra_vertices=extra, seed=seed)
+        nv = verts.shape[1]
+        got = jax.jit(laplacian_loss(faces, nv, face_counts=counts))(
+            jnp.asarray(verts, jnp.float64)
+        )
+        assert got.dtype == jnp.float64
+        results.append(np.asarray(got))
+    for b, (v, f) in enumerate(meshes):
+        want = _dense_laplacian_loss(v, f)
+        np.testing.assert_allclose([r[b] for r in results], [want, want], rtol=1e-12)
+
+
+@pytest.mark.parametrize("extra_faces", [0, 37])
+def test_padded_flatten_equals_each_mesh_alone(extra_faces):
+    meshes = _ragged_meshes()
+    verts, faces, counts = _pad(meshes, extra_faces, extra_vertices=5, seed=3 + extra_faces)
+    loss = flatten_loss(faces, face_counts=counts)
+    got, g = _loss_and_grad(loss, verts)
+    assert got.shape == (3,) and got.dtype == jnp.float32
+    alone = [_loss_and_grad(flatten_loss(f), v[None]) for v, f in meshes]
+    np.testing.assert_allclose(got, [a[0][0] for a in alone], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got[2], _flatten_np(meshes[2][0][None], meshes[2][1])[0], rtol=1e-4)
+
+    assert np.all(np.isfinite(g))
+    for b, (v, _) in enumerate(meshes):
+        np.testing.assert_allclose(g[b, : v.shape[0]], alone[b][1][0], rtol=1e-4, atol=1e-5)
+        assert np.all(g[b, v.shape[0] :] == 0)
+    both = jax.jit(jax.vmap(loss))(jnp.stack([verts, verts]))
+    np.testing.assert_allclose(both, [got, got], rtol=1e-6)
+
+
+def test_padded_flatten_float64(float64):
+    meshes = _ragged_meshes()
+    verts, faces, counts = _pad(meshes, 11, seed=4)
+    got = jax.jit(flatten_loss(faces, face_counts=counts))(jnp.asarray(verts, jnp.float64))
+    assert got.dtype == jnp.float64
+    for b, (v, f) in enumerate(meshes):
+        np.testing.assert_allclose(got[b], _flatten_np(v[None], f)[0], rtol=1e-10)
+
+
+def test_padded_losses_all_padding_mesh_and_wild_padding():
+    # mesh 1 has no face at all; its row and all padding hold huge, inf and NaN values and
+    # out-of-range indices, which must never be read
+    v1, f1 = (np.array(a) for a in icosphere_arrays(1))
+    nv, nf = v1.shape[0] + 3, f1.shape[0] + 4
+    verts = np.full((2, nv, 3), np.nan, np.float32)
+    verts[:, -1] = np.inf
+    verts[0, : v1.shape[0]] = v1
+    faces = np.full((2, nf, 3), -7, np.int32)
+    faces[:, -1] = 10**6
+    faces[0, : f1.shape[0]] = f1
+    counts = np.array([f1.shape[0], 0], np.int32)
+    for make, alone in (
+        (lambda: laplacian_loss(faces, nv, face_counts=counts), laplacian_loss(f1, v1.shape[0])),
+        (lambda: flatten_loss(faces, face_counts=counts), flatten_loss(f1)),
+    ):
+        out, g = _loss_and_grad(make(), verts)
+        np.testing.assert_allclose(out[0], jax.jit(alone)(v1[None])[0], rtol=1e-5)
+        assert out[1] == 0
+        assert np.all(np.isfinite(g[0, : v1.shape[0]])) and np.any(g[0] != 0)
+        assert np.all(g[0, v1.shape[0] :] == 0) and np.all(g[1] == 0)
+    # every mesh empty
+    zero = jax.jit(laplacian_loss(faces, nv, face_counts=np.zeros(2, np.int64)))(verts)
+    assert zero.shape == (2,) and np.all(zero == 0)
+    assert np.all(jax.jit(flatten_loss(faces, face_counts=[0, 0]))(verts) == 0)
+
+
+def test_batched_faces_without_face_counts():
+    # [B, F, 3] faces, all real: each mesh its own connectivity (same F, different faces)
+    v2, f2 = (np.array(a) for a in icosphere_arrays(2))
+    fa, fb = f2[:150], f2[100:250]
+    rng = np.random.default_rng(11)
+    verts = (v2[None] + rng.normal(0, 0.05, (2,) + v2.shape)).astype(np.float32)
+    faces = np.stack([fa, fb])
+    nv = v2.shape[0]
+    lap = jax.jit(laplacian_loss(faces, nv))(verts)
+    want = [jax.jit(laplacian_loss(f, nv))(verts[i : i + 1])[0] for i, f in enumerate((fa, fb))]
+    np.testing.assert_allclose(lap, want, rtol=1e-5)
+    flat = jax.jit(flatten_loss(faces))(verts)
+    want = [jax.jit(flatten_loss(f))(verts[i : i + 1])[0] for i, f in enumerate((fa, fb))]
+    np.testing.assert_allclose(flat, want, rtol=1e-5, atol=1e-6)
+    # face_counts equal to F is the same
+    full = np.full(2, faces.shape[1], np.int32)
+    full_loss = jax.jit(flatten_loss(faces, face_counts=full))
+    np.testing.assert_allclose(full_loss(verts), flat, rtol=1e-6)
+
+
+def _traced_counts(make):
+    jax.jit(make)(jnp.array([1, 1], jnp.int32))
+
+
+_F2 = np.array([[[0, 1, 2], [1, 2, 3], [9, 9, 9]], [[0, 2, 3], [0, 1, 3], [1, 2, 3]]], np.int32)
+
+
+@pytest.mark.parametrize("which", ["laplacian", "flatten"])
+@pytest.mark.parametrize(
+    "faces, counts, match",
+    [
+        (_F2, np.array([1, 2, 3]), r"face_counts must have shape \[B\] = \[2\]"),
+        (_F2, np.array([[1, 2]]), r"face_counts must have shape \[B\]"),
+        (_F2, np.array([1.0, 2.0]), "face_counts must be integers"),
+        (_F2, np.array([True, False]), "face_counts must be integers"),
+        (_F2, np.array([-1, 2]), r"face_counts must lie in \[0, F\] = \[0, 3\]"),
+        (_F2, np.array([4, 2]), r"face_counts must lie in \[0, F\] = \[0, 3\]"),
+        (_F2[0], np.array([2]), r"padded faces must have shape \[B, F, 3\]"),
+        (_F2.astype(np.float32), np.array([2, 3]), "faces must be integer vertex indices"),
+        (np.where(_F2 == 3, -1, _F2), np.array([2, 3]), "faces of mesh 0 hold negative"),
+    ],
+)
+def test_padded_loss_errors(which, faces, counts, match):
+    with pytest.raises(ValueError, match=match):
+        if which == "laplacian":
+            laplacian_loss(faces, 4, face_counts=counts)
+        else:
+            flatten_loss(faces, face_counts=counts)
+
+
+def test_padded_loss_errors_index_batch_and_traced():
+    # index 9 is in mesh 0's padding (count 2): ignored; counted, it is out of range
+    laplacian_loss(_F2, 4, face_counts=[2, 3])
+    with pytest.raises(ValueError, match="faces of mesh 0 index vertex 9 but num_vertices is 4"):
+        laplacian_loss(_F2, 4, face_counts=[3, 3])
+    with pytest.raises(ValueError, match="faces of mesh 0 index vertex 9 but num_vertices is 4"):
+        laplacian_loss(_F2, 4)  # no face_counts: every face is real
+    # vertices with another batch size than the faces
+    verts = jnp.zeros((3, 4, 3))
+    with pytest.raises(ValueError, match=r"with B = 2 \(the meshes of faces\)"):
+        laplacian_loss(_F2, 4, face_counts=[2, 3])(verts)
+    with pytest.raises(ValueError, match=r"with B = 2 \(the meshes of faces\)"):
+        flatten_loss(_F2, face_counts=[2, 3])(verts)
+    with pytest.raises(ValueError, match=r"with B = 2 \(the meshes of faces\)"):
+        flatten_loss(_F2, face_counts=[2, 3])(jnp.zeros((4, 3)))
+    # flatten: vertices must hold every index of a real face's interior edges
+    with pytest.raises(ValueError, match=r"V >= 4"):
+        flatten_loss(_F2, face_counts=[2, 3])(jnp.zeros((2, 3, 3)))
+    # the counts must be concrete: the tables are built in NumPy
+    with pytest.raises(ValueError, match="face_counts must be concrete"):
+        _traced_counts(lambda c: laplacian_loss(_F2, 4, face_counts=c)(jnp.zeros((2, 4, 3))))
+    with pytest.raises(ValueError, match="face_counts must be concrete"):
+        _traced_counts(lambda c: flatten_loss(_F2, face_counts=c)(jnp.zeros((2, 4, 3))))

@@ -407,3 +407,145 @@ def test_columns_exactly_on_edges_with_rounded_products():
     np.testing.assert_array_equal(got[0], want)
     # the columns are inside (t1 or t2 exactly 0): each marks a voxel of its column
     assert np.all(want[col[:, 0].astype(int), col[:, 1].astype(int)].any(axis=-1))
+
+
+# --- padded batches of meshes of different sizes (face_counts) -------------------------------
+
+S16 = 16
+
+
+def ragged_meshes() -> list[np.ndarray]:
+    """Four ``[F_b, 3, 3]`` float32 meshes of different sizes: the level-1 and level-2
+    icospheres (80 and 320 faces), an open deformed blob (200 faces) and an empty mesh."""
+    v1, f1 = _icosphere_np(1)
+    v2, f2 = _icosphere_np(2)
+    rng = np.random.default_rng(20)
+    return [
+        (v1 * 0.4)[f1].astype(np.float32),
+        (v2 * 0.3 + np.float32([0.1, -0.05, 0.02]))[f2].astype(np.float32),
+        blob(2, rng, noise=0.01)[:200],
+        np.zeros((0, 3, 3), np.float32),
+    ]
+
+
+def pad_face_vertices(meshes, extra=0, seed=0):
+    """``([B, F, 3, 3], [B] int32)``: the meshes padded to the largest plus ``extra`` faces with
+    garbage that would mark voxels if it were read: random triangles inside the grid, planes
+    larger than the grid, and non-finite corners."""
+    rng = np.random.default_rng(seed)
+    f = max(len(m) for m in meshes) + extra
+    fv = rng.uniform(-0.6, 0.6, (len(meshes), f, 3, 3)).astype(np.float32)
+    fv[:, ::7] = np.float32([[-5, -5, 0.1], [5, -5, 0.1], [0, 5, 0.1]])  # a whole layer
+    fv[:, 3::11, 1, 2] = np.nan
+    for b, m in enumerate(meshes):
+        fv[b, : len(m)] = m
+    return fv, np.array([len(m) for m in meshes], np.int32)
+
+
+def alone(meshes) -> np.ndarray:
+    """``[B, S16, S16, S16]``: each mesh voxelised on its own by the NumPy port of SoftRas's
+    voxelization (no compilation)."""
+    return np.stack([voxelize_numpy(m[None], S16)[0] for m in meshes])
+
+
+def nan_padded(meshes, f):
+    """The meshes padded to ``f`` faces with NaN triangles, which the rule skips: each row
+    voxelises as the mesh alone, without face_counts."""
+    fv = np.full((len(meshes), f, 3, 3), np.nan, np.float32)
+    for b, m in enumerate(meshes):
+        fv[b, : len(m)] = m
+    return fv
+
+
+@pytest.mark.parametrize("extra", [0, 37])
+def test_padded_batch_equals_each_mesh_alone(extra):
+    meshes = ragged_meshes()
+    fv, counts = pad_face_vertices(meshes, extra, seed=extra)
+    got = np.asarray(voxelize(fv, S16, face_counts=counts))
+    assert got.shape == (4, S16, S16, S16) and got.dtype == bool
+    np.testing.assert_array_equal(got, alone(meshes))
+    assert got[:3].sum((1, 2, 3)).min() > 0 and not got[3].any()  # the empty mesh: no voxel
+    if extra == 0:
+        # literally voxelize of the mesh alone (a compilation per shape: two meshes suffice)
+        for b in (0, 3):
+            want = np.asarray(voxelize(fv[b : b + 1, : counts[b]], S16))[0]
+            np.testing.assert_array_equal(got[b], want)
+
+
+def test_padded_batch_int32_slices(monkeypatch):
+    # a batch too large for int32 indices is run a slice at a time: the counts follow
+    meshes = ragged_meshes()
+    fv, counts = pad_face_vertices(meshes, seed=1)
+    monkeypatch.setattr(softjax.voxel, "_INDEX_LIMIT", 2 * 4 * S16**3)  # 2 meshes per slice
+    got = np.asarray(voxelize(fv, S16, face_counts=counts))
+    np.testing.assert_array_equal(got, alone(meshes))
+
+
+def test_padded_batch_traced_counts():
+    meshes = ragged_meshes()
+    fv, counts = pad_face_vertices(meshes, seed=2)
+    f = fv.shape[1]
+    full = np.full(4, f, np.int32)
+    want = alone(meshes)
+    jitted = jax.jit(lambda x, c: voxelize(x, S16, face_counts=c))
+    np.testing.assert_array_equal(np.asarray(jitted(fv, counts)), want)
+    # counts F: every face is real (NaN padding is skipped by the rule itself)
+    np.testing.assert_array_equal(np.asarray(jitted(nan_padded(meshes, f), full)), want)
+    # the garbage padding would have marked voxels (mesh 1 has no padding)
+    marked = np.asarray(jitted(fv, full)).sum((1, 2, 3)) > want.sum((1, 2, 3))
+    assert marked.tolist() == [True, False, True, True]
+    # traced counts outside [0, F] are not checked: they act clipped
+    wild = np.array([-3, f + 5, 0, f], np.int32)
+    clipped = np.asarray(jitted(fv, np.clip(wild, 0, f)))
+    np.testing.assert_array_equal(np.asarray(jitted(fv, wild)), clipped)
+    assert not clipped[0].any() and not clipped[2].any()
+    # vmap over batches with their own counts
+    both = jax.jit(jax.vmap(lambda x, c: voxelize(x, S16, face_counts=c)))
+    out = np.asarray(both(np.stack([fv, fv]), np.stack([counts, wild])))
+    np.testing.assert_array_equal(out[0], want)
+    np.testing.assert_array_equal(out[1], clipped)
+
+
+def test_padded_batch_surface_voxels():
+    meshes = ragged_meshes()
+    fv, counts = pad_face_vertices(meshes, seed=3)
+    surf = jax.jit(lambda x, c: surface_voxels(x, S16, face_counts=c))
+    got = np.asarray(surf(fv, counts))
+    for b, m in enumerate(meshes):
+        np.testing.assert_array_equal(got[b], surface_voxels_numpy(m, S16))
+    full = np.full(4, fv.shape[1], np.int32)
+    np.testing.assert_array_equal(np.asarray(surf(nan_padded(meshes, fv.shape[1]), full)), got)
+
+
+_FV = np.zeros((2, 5, 3, 3), np.float32)
+
+
+@pytest.mark.parametrize(
+    "counts, match",
+    [
+        (np.array([1, 2, 3]), r"face_counts must have shape \[B\] = \[2\]"),
+        (np.array([[1, 2]]), r"face_counts must have shape \[B\] = \[2\]"),
+        (np.int32(3), r"face_counts must have shape \[B\] = \[2\]"),
+        (np.array([1.0, 2.0]), "face_counts must be integers"),
+        (np.array([True, False]), "face_counts must be integers"),
+        (np.array([-1, 2]), r"face_counts must lie in \[0, F\] = \[0, 5\]"),
+        (np.array([6, 2]), r"face_counts must lie in \[0, F\] = \[0, 5\]"),
+    ],
+)
+def test_padded_batch_errors(counts, match):
+    with pytest.raises(ValueError, match=match):
+        voxelize(_FV, S16, face_counts=counts)
+    with pytest.raises(ValueError, match=match):
+        surface_voxels(_FV, S16, face_counts=counts)
+
+
+@pytest.mark.parametrize(
+    "counts, match",
+    [
+        (jnp.array([1, 2, 3]), r"face_counts must have shape \[B\] = \[2\]"),
+        (jnp.array([1.0, 2.0]), "face_counts must be integers"),
+    ],
+)
+def test_padded_batch_errors_traced(counts, match):
+    with pytest.raises(ValueError, match=match):
+        jax.jit(lambda c: voxelize(_FV, S16, face_counts=c))(counts)

@@ -1,8 +1,9 @@
 """Mesh file input / output: Wavefront OBJ + MTL reading and writing, texture images.
 
 ``obj`` (load / save), ``obj_parser`` (OBJ statements), ``mtl`` (materials), ``sampling``
-(image lookups), ``texels`` (per-face texel layout), ``bake`` (colours into textures) and
-``atlas`` (textures into one image).
+(image lookups), ``texels`` (per-face texel layout), ``bake`` (colours into textures),
+``uv_texture`` (colours kept as one image + corner uvs, ``texture_type='uv'``), ``atlas``
+(textures into one image) and ``texture_files`` (the PNG / MTL / ``vt`` of a written OBJ).
 """
 
 from softjax.io.errors import ObjError, ObjWarning

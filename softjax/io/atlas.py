@@ -1,4 +1,9 @@
-"""Texture atlases: per-face surface textures drawn as one image for an OBJ + MTL + PNG."""
+"""Texture atlases: several textures drawn into one image, with the uv mapping into it.
+
+``build_atlas`` draws per-face surface textures as one cell per face (for writing an OBJ +
+MTL + PNG); ``pack_images`` places whole images side by side (one image for the materials of
+a ``texture_type='uv'`` mesh) and ``region_uv`` maps a packed image's uvs into the atlas.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,7 @@ import numpy as np
 
 from softjax.ops.pixel_face import face_color
 
-__all__ = ["build_atlas"]
+__all__ = ["build_atlas", "pack_images", "region_uv"]
 
 _ATLAS_PAD = 1.0  # distance (pixels) from an atlas cell's border to its triangle
 
@@ -66,3 +71,65 @@ def build_atlas(textures: np.ndarray, cell: int) -> tuple[np.ndarray, np.ndarray
     xy = origin[:, None, :] + _cell_corners(cell)[None]  # [F, 3, 2]
     uv = np.stack([xy[..., 0] / (cols * cell), 1.0 - xy[..., 1] / (rows * cell)], -1)
     return atlas, uv
+
+
+def pack_images(images: list[np.ndarray], gutter: int) -> tuple[np.ndarray, np.ndarray]:
+    """Packs images into one atlas image, in shelves (rows of images, tallest first).
+
+    Each image gets a border of ``gutter`` pixels copied from its opposite side (``np.pad``
+    ``'wrap'``): a bilinear lookup near a region's edge then reads the texels a repeating
+    (wrapping) lookup of the image alone would read, never a neighbouring region. Pixels no
+    image covers are 1 (white).
+
+    Args:
+      images: ``N >= 1`` arrays ``[h_i, w_i, 3]`` float (one dtype), ``h_i, w_i >= 1``.
+      gutter: border width in pixels (>= 0).
+
+    Returns:
+      ``(atlas, origins)``: ``[H, W, 3]`` atlas in the images' dtype and ``[N, 2]`` int64
+      ``(row, column)`` of each image's top-left pixel in it (inside its border). The layout
+      only depends on the image sizes (deterministic).
+    """
+    sizes = np.asarray([im.shape[:2] for im in images], np.int64) + 2 * gutter  # [N, 2]
+    # shelves about as wide as a square of the total area, at least as wide as every image
+    width = max(int(sizes[:, 1].max()), math.ceil(math.sqrt(float(np.prod(sizes, 1).sum()))))
+    order = sorted(range(len(images)), key=lambda i: (-sizes[i, 0], i))
+    corners = np.zeros((len(images), 2), np.int64)  # (row, column) of each padded image
+    row = col = shelf = 0
+    for i in order:
+        if col + sizes[i, 1] > width:  # next shelf
+            row, col, shelf = row + shelf, 0, 0
+        corners[i] = row, col
+        col += sizes[i, 1]
+        shelf = max(shelf, int(sizes[i, 0]))
+    height = int((corners[:, 0] + sizes[:, 0]).max())
+    width = int((corners[:, 1] + sizes[:, 1]).max())
+    atlas = np.ones((height, width, 3), images[0].dtype)
+    for im, (r, c), (h, w) in zip(images, corners, sizes, strict=True):
+        atlas[r : r + h, c : c + w] = np.pad(
+            im, ((gutter, gutter), (gutter, gutter), (0, 0)), "wrap"
+        )
+    return atlas, corners + gutter
+
+
+def region_uv(
+    uv: np.ndarray, origin: np.ndarray, size: tuple[int, int], atlas_size: tuple[int, int]
+) -> np.ndarray:
+    """Texture coordinates of an image packed into an atlas, in the atlas.
+
+    Args:
+      uv: ``[..., 2]`` float (``u`` right, ``v`` up) in the packed image, inside [0, 1].
+      origin: ``[..., 2]`` int ``(row, column)`` of the image's top-left pixel in the atlas
+        (broadcast against ``uv[..., 0]``).
+      size: ``(h, w)`` of the image; atlas_size: ``(H, W)`` of the atlas.
+
+    Returns:
+      ``[..., 2]`` float64 atlas coordinates of the same image point: pixel ``(row, column)``
+      of the image is pixel ``(origin + (row, column))`` of the atlas (texel centres go to
+      texel centres, so nearest and bilinear lookups read the same texels).
+    """
+    uv = np.asarray(uv, np.float64)
+    origin = np.asarray(origin)
+    x = origin[..., 1] + uv[..., 0] * size[1]
+    y = origin[..., 0] + (1.0 - uv[..., 1]) * size[0]
+    return np.stack([x / atlas_size[1], 1.0 - y / atlas_size[0]], -1)

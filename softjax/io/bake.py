@@ -11,16 +11,16 @@ from softjax.io.obj_parser import ParsedObj
 from softjax.io.sampling import sample_rgb
 from softjax.io.texels import texel_barycentrics
 
-__all__ = ["surface_textures", "vertex_textures"]
+__all__ = ["corner_uv", "material_faces", "surface_textures", "vertex_textures"]
 
 
-def _corner_uv(parsed: ParsedObj, sel: np.ndarray, mat: Material) -> np.ndarray:
+def corner_uv(parsed: ParsedObj, sel: np.ndarray, mat: Material) -> np.ndarray:
     """``[n, 3, 2]`` uv of the corners of the selected faces, with the ``map_Kd`` -s / -o."""
     uv = parsed.uvs[parsed.face_uv[sel]]
     return uv * mat.scale + mat.offset
 
 
-def _by_material(
+def material_faces(
     parsed: ParsedObj, materials: list[Material | None]
 ) -> Iterator[tuple[Material, np.ndarray, tuple[np.ndarray, float] | None, np.ndarray]]:
     """Yields ``(material, faces, image, textured)`` for each defined material: ``[F]`` bool
@@ -46,11 +46,11 @@ def surface_textures(
     tex = np.ones((num_faces, res * res, 3))
     if parsed.colors is not None:
         tex = np.einsum("tk,fkc->ftc", w, parsed.colors[parsed.faces])
-    for mat, faces, image, textured in _by_material(parsed, materials):
+    for mat, faces, image, textured in material_faces(parsed, materials):
         if parsed.colors is None:
             tex[faces] = 1.0 if mat.kd is None else mat.kd
         if np.any(textured):
-            uv = np.einsum("tk,nkc->ntc", w, _corner_uv(parsed, textured, mat))
+            uv = np.einsum("tk,nkc->ntc", w, corner_uv(parsed, textured, mat))
             tex[textured] = sample_rgb(image, uv, sampling)
     return tex
 
@@ -64,10 +64,10 @@ def vertex_textures(
         return parsed.colors
     num_faces, num_verts = parsed.faces.shape[0], parsed.vertices.shape[0]
     corner = np.ones((num_faces, 3, 3))
-    for mat, faces, image, textured in _by_material(parsed, materials):
+    for mat, faces, image, textured in material_faces(parsed, materials):
         corner[faces] = 1.0 if mat.kd is None else mat.kd
         if np.any(textured):
-            corner[textured] = sample_rgb(image, _corner_uv(parsed, textured, mat), sampling)
+            corner[textured] = sample_rgb(image, corner_uv(parsed, textured, mat), sampling)
     sums = np.zeros((num_verts, 3))
     counts = np.zeros(num_verts)
     np.add.at(sums, parsed.faces.reshape(-1), corner.reshape(-1, 3))

@@ -1,11 +1,13 @@
-"""Logical lines and number fields of OBJ / MTL text files."""
+"""Logical lines and number fields of OBJ / MTL text files (read, and written as rows)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["floats", "line_text", "logical_lines", "statements"]
+import numpy as np
+
+__all__ = ["floats", "line_text", "logical_lines", "rows", "statements"]
 
 
 def logical_lines(path: Path) -> Iterator[tuple[int, str]]:
@@ -49,3 +51,8 @@ def line_text(path: Path, lineno: int) -> str:
 def floats(tokens: list[str]) -> list[float]:
     """The tokens as floats; raises ValueError for a non-number."""
     return [float(t) for t in tokens]
+
+
+def rows(fmt: str, arr: np.ndarray) -> str:
+    """One ``fmt % row`` line per row of the 2-D array ``arr`` (``fmt`` ends with a newline)."""
+    return "".join(fmt % tuple(row) for row in np.asarray(arr).tolist())

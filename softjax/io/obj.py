@@ -15,6 +15,8 @@ Conventions shared by :func:`load_obj` and :func:`save_obj`:
   texel's colour is the image sampled at the centre of its sub-triangle
   (:func:`~softjax.io.texels.texel_barycentrics`); barycentric weight ``k`` belongs to face
   corner ``k``.
+* UV textures (``texture_type='uv'``) keep the image: ``textures`` ``[1, H, W, 3]`` (row 0 at
+  the top, ``v = 1``, like the PNG's first row) and ``face_uvs`` ``[1, F, 3, 2]``.
 """
 
 from __future__ import annotations
@@ -22,15 +24,17 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import imageio.v3 as iio
 import numpy as np
 
 from softjax.io.atlas import build_atlas
 from softjax.io.bake import surface_textures, vertex_textures
+from softjax.io.lines import rows
 from softjax.io.mtl import load_materials
 from softjax.io.obj_parser import parse_obj
 from softjax.io.sampling import SAMPLING_MODES
 from softjax.io.texels import check_res
+from softjax.io.texture_files import textured_face_lines, to_uint8, write_texture
+from softjax.io.uv_texture import uv_texture
 from softjax.mesh import Mesh
 from softjax.ops.pixel_face import TEXTURE_TYPES
 
@@ -67,18 +71,35 @@ def load_obj(
         textures), else the material's ``Kd``; faces without a (defined) material, and
         materials without ``Kd``, are white. MTL files are looked up relative to the OBJ's
         folder, images relative to the MTL's folder, then the OBJ's folder.
-      texture_res: ``R``, texels per face side for ``texture_type='surface'``.
+      texture_res: ``R``, texels per face side for ``texture_type='surface'`` (ignored
+        otherwise).
       texture_type: ``'surface'``: ``textures`` ``[1, F, R*R, 3]``, texel ``t`` sampled at
         :func:`texel_barycentrics` (the rasterizer's texel layout); ``'vertex'``:
         ``textures`` ``[1, V, 3]``, the ``v`` line colours if present, else, per vertex, the
         mean over the face corners at that vertex of the colour sampled at the corner's uv (or
-        the material's Kd); vertices used by no face are white.
+        the material's Kd); vertices used by no face are white. ``'uv'`` (needs
+        ``load_texture=True``): the images are kept, not sampled: ``textures`` ``[1, H, W, 3]``
+        (an image's pixels exactly, e.g. uint8 ``k`` -> ``k / 255``) and ``face_uvs``
+        ``[1, F, 3, 2]``, each face corner's ``vt`` (``-s`` / ``-o`` applied). If every face
+        samples one image file, that image and the file's uvs are kept as they are (uvs
+        outside [0, 1] too: tiling works with a wrapping lookup). Otherwise one atlas image
+        holds every image used (each with a 2-pixel border copied from its opposite side, so
+        wrapping bilinear lookups at a region's edge stay exact), a 1 x 1 block per flat colour
+        (``Kd``, or white: faces without an image or ``vt``, whose uvs all point at the block's
+        centre) and, for vertex-coloured faces without an image, one small cell per face (2 x
+        2 texels of the interpolated colours, rounded to 1/255); uvs are mapped into their
+        region, after moving each face by whole repeats of its image into [0, 1]; faces whose
+        uvs cross the image's border (tiling inside a face) are wrapped corner by corner,
+        with an :class:`ObjWarning` (the tiling across them is lost). A mesh with one flat
+        colour and no image gets a 1 x 1 image, uvs 0.5.
       sampling: image lookup, ``'nearest'`` (default; exact for :func:`save_obj` atlases) or
-        ``'bilinear'``; uv outside [0, 1] wraps around (repeat).
+        ``'bilinear'``; uv outside [0, 1] wraps around (repeat). Unused by ``'uv'``, which
+        keeps the images (the renderer samples them).
 
     Returns:
       :class:`~softjax.mesh.Mesh` with batch size 1: vertices ``[1, V, 3]`` float32, faces
-      ``[1, F, 3]`` int32 (0-based), textures float32 in [0, 1] as above.
+      ``[1, F, 3]`` int32 (0-based), textures float32 in [0, 1] (and ``face_uvs`` float32)
+      as above.
 
     Raises:
       FileNotFoundError: ``path`` does not exist.
@@ -87,7 +108,8 @@ def load_obj(
         non-integer index, an index of 0 or beyond the vertices / texture coordinates defined,
         a file without faces, or a bad ``Kd`` / ``map_Kd`` line in an MTL file. The message
         names the file, the 1-based line number and the line's text.
-      ValueError: bad arguments.
+      ValueError: bad arguments, or ``texture_type='uv'`` without ``load_texture=True``
+        (there is no image to keep; for a white mesh use ``'surface'`` or ``Mesh.create``).
 
     Missing MTL files and missing or unreadable texture images are not errors: an
     :class:`ObjWarning` names the file and the affected faces fall back to Kd (or white).
@@ -97,12 +119,30 @@ def load_obj(
         raise ValueError(f"texture_type must be one of {list(TEXTURE_TYPES)}, got {texture_type!r}")
     if sampling not in SAMPLING_MODES:
         raise ValueError(f"sampling must be one of {list(SAMPLING_MODES)}, got {sampling!r}")
+    if texture_type == "uv" and not load_texture:
+        # load_texture=False means "white": a uv mesh of it (1 x 1 white image) would drop the
+        # file's uvs silently, so the caller says which one they want
+        raise ValueError(
+            "texture_type='uv' keeps the OBJ's texture images and uvs and needs "
+            "load_texture=True; for an untextured (white) mesh use texture_type='surface' or "
+            "'vertex', or Mesh.create(..., texture_type='uv') for a white 1 x 1 image"
+        )
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"OBJ file not found: {str(path)!r}")
 
     parsed = parse_obj(path)
     v = _normalized(parsed.vertices) if normalization else parsed.vertices.copy()
+    if texture_type == "uv":
+        materials = load_materials(parsed.mtllibs, parsed.material_names, path)
+        image, face_uvs = uv_texture(parsed, materials, path)
+        return Mesh.create(
+            v.astype(np.float32)[None],
+            parsed.faces.astype(np.int32)[None],
+            image[None],
+            texture_type="uv",
+            face_uvs=face_uvs.astype(np.float32)[None],
+        )
     if not load_texture:
         shape = (parsed.faces.shape[0], res * res, 3) if texture_type == "surface" else v.shape
         tex = np.ones(shape)
@@ -130,10 +170,6 @@ def _normalized(vertices: np.ndarray) -> np.ndarray:
     return v
 
 
-def _rows(fmt: str, arr: np.ndarray) -> str:
-    return "".join(fmt % tuple(row) for row in arr.tolist())
-
-
 def save_obj(
     path: str | os.PathLike,
     mesh: Mesh,
@@ -156,6 +192,11 @@ def save_obj(
       the rasterizer picks (:func:`softjax.ops.pixel_face.face_color`) at the pixel centre's
       clipped barycentric weights, so nearest or bilinear lookups inside the triangle never
       read a neighbouring face's cell. Colours are rounded to 1/255.
+    * uv textures (``texture_type='uv'``, image ``[1, H, W, 3]``): writes ``<stem>.mtl`` (as
+      above) and the image as ``<stem>.png``, uint8 ``round(255 x)`` (load_obj reads it back
+      exactly to that rounding), its row 0 the PNG's first (top) row; one ``vt`` per distinct
+      corner uv (``face_uvs``, 9 significant digits) and ``f v/vt`` lines.
+      ``texture_res_out`` is unused.
     * vertex colours ``[1, V, 3]``: writes ``v x y z r g b`` lines instead (no MTL / image).
 
     Args:
@@ -169,8 +210,8 @@ def save_obj(
         texel back within the 1/255 rounding; bilinear sampling needs about twice that.
 
     Raises:
-      TypeError: ``mesh`` is not a Mesh. ValueError: batch size other than 1, or a bad
-      ``texture_res_out``.
+      TypeError: ``mesh`` is not a Mesh. ValueError: batch size other than 1, a bad
+      ``texture_res_out``, or non-finite ``face_uvs``.
     """
     if not isinstance(mesh, Mesh):
         raise TypeError(f"save_obj needs a softjax Mesh, got {type(mesh).__name__}")
@@ -186,11 +227,17 @@ def save_obj(
     surface = save_texture and mesh.texture_type == "surface"
     if surface:
         cell = check_res(texture_res_out, "texture_res_out", minimum=4)
+    uv_faces = None
+    if save_texture and mesh.texture_type == "uv":  # built (and checked) before any write
+        uv_faces = textured_face_lines(faces, np.asarray(mesh.face_uvs[0]))
     path.parent.mkdir(parents=True, exist_ok=True)
 
     out = [f"# {vertices.shape[0]} vertices, {faces.shape[0]} faces; written by softjax\n"]
     if surface:
         out += _textured_lines(path, vertices, faces, textures, cell)
+    elif uv_faces is not None:
+        out += write_texture(path, to_uint8(textures))
+        out += [rows("v %.9g %.9g %.9g\n", vertices)] + uv_faces
     else:
         out += _plain_lines(vertices, faces, textures if save_texture else None)
     path.write_text("".join(out), encoding="utf-8")
@@ -201,30 +248,20 @@ def _textured_lines(
 ) -> list[str]:
     """Writes ``<stem>.png`` (the atlas) and ``<stem>.mtl``; returns the OBJ text after the
     header. ``faces`` are 1-based, ``textures`` ``[F, R*R, 3]``."""
-    stem = path.stem
-    atlas, uv = build_atlas(textures, cell)
-    iio.imwrite(path.with_name(stem + ".png"), atlas)
-    path.with_name(stem + ".mtl").write_text(
-        "# written by softjax\nnewmtl material_0\nKa 0 0 0\nKd 1 1 1\nKs 0 0 0\nd 1\n"
-        f"illum 1\nmap_Kd {stem}.png\n",
-        encoding="utf-8",
+    atlas, uv = build_atlas(textures, cell)  # every face's triangle has three vt of its own
+    return (
+        write_texture(path, atlas)
+        + [rows("v %.9g %.9g %.9g\n", vertices)]
+        + textured_face_lines(faces, uv)
     )
-    t = np.arange(1, 3 * faces.shape[0] + 1).reshape(-1, 3)  # three vt of its own per face
-    return [
-        f"mtllib {stem}.mtl\n",
-        _rows("v %.9g %.9g %.9g\n", vertices),
-        _rows("vt %.9g %.9g\n", uv.reshape(-1, 2)),
-        "usemtl material_0\n",
-        _rows("f %d/%d %d/%d %d/%d\n", np.stack([faces, t], -1).reshape(-1, 6)),
-    ]
 
 
 def _plain_lines(vertices: np.ndarray, faces: np.ndarray, colors: np.ndarray | None) -> list[str]:
     """OBJ text after the header: ``v`` lines (with ``r g b`` when ``colors`` ``[V, 3]`` is
     given) and 1-based ``f`` lines."""
     if colors is None:
-        v = _rows("v %.9g %.9g %.9g\n", vertices)
+        v = rows("v %.9g %.9g %.9g\n", vertices)
     else:
         rgb = np.clip(np.nan_to_num(colors, nan=1.0), 0.0, 1.0)
-        v = _rows("v %.9g %.9g %.9g %.6f %.6f %.6f\n", np.hstack([vertices, rgb]))
-    return [v, _rows("f %d %d %d\n", faces)]
+        v = rows("v %.9g %.9g %.9g %.6f %.6f %.6f\n", np.hstack([vertices, rgb]))
+    return [v, rows("f %d %d %d\n", faces)]

@@ -159,8 +159,9 @@ def update_state(st: AggState, t: PairTerms, colors: tuple, fid, opts: StaticOpt
     return AggState(**new)
 
 
-def finalize(st: AggState, opts: StaticOptions, faces_per_image: int) -> tuple:
-    """RGBA (4 arrays shaped like the pixels) from the final state."""
+def finalize(st: AggState, opts: StaticOptions, faces_per_image) -> tuple:
+    """RGBA (4 arrays shaped like the pixels) from the final state; ``faces_per_image`` (the
+    alpha ``'sum'`` divisor) is an int or an array broadcasting against the pixels."""
     if opts.aggr_alpha == "prod":
         alpha = -jnp.expm1(st.log1m)
     elif opts.aggr_alpha == "sum":
@@ -182,14 +183,15 @@ def saved_state(st: AggState) -> AggState:
 
 
 def backward_consts(
-    saved: AggState, out, g, opts: StaticOptions, faces_per_image: int
+    saved: AggState, out, g, opts: StaticOptions, faces_per_image
 ) -> BackwardConsts:
     """Per-pixel constants of the backward surrogate.
 
     Args:
       saved: :func:`saved_state` of the forward, arrays ``[..., P]``.
       out: forward RGBA, ``[..., P, 4]``; g: cotangent of the RGBA, ``[..., P, 4]``.
-      opts: static options; faces_per_image: F (alpha 'sum' divides by it).
+      opts: static options; faces_per_image: F (alpha 'sum' divides by it; an int, or per
+        image of a padded batch an array broadcasting against the pixels).
 
     Returns:
       :class:`BackwardConsts` of ``[..., P]`` arrays.

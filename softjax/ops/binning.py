@@ -146,13 +146,17 @@ class FaceTiles(NamedTuple):
     total: jax.Array  # scalar int32, number of (tile, face) pairs
 
 
-def face_tiles(face: FaceData, sigma_val, dist_eps, grid: TileGrid) -> FaceTiles:
+def face_tiles(
+    face: FaceData, sigma_val, dist_eps, grid: TileGrid, present: jax.Array | None = None
+) -> FaceTiles:
     """Tiles overlapped by each face's bounding box grown by ``sqrt(T)``.
 
     Args:
       face: :class:`FaceData` with fields ``[BF, 3]``.
       sigma_val, dist_eps: scalars of the culling threshold ``T``.
       grid: the tiling.
+      present: ``None`` or ``[BF]`` bool, False for the padding slots of a padded batch
+        (they overlap no tile, so no pass ever visits them).
     """
     s = grid.image_size
     grow = jnp.sqrt(jnp.maximum(threshold(sigma_val, dist_eps), 0.0))
@@ -174,6 +178,8 @@ def face_tiles(face: FaceData, sigma_val, dist_eps, grid: TileGrid) -> FaceTiles
     r_lo = to_index((s - 1 - ymax * s) / 2, jnp.ceil) - 1
     r_hi = to_index((s - 1 - ymin * s) / 2, jnp.floor) + 1
     on_screen = finite & (c_hi >= 0) & (c_lo <= s - 1) & (r_hi >= 0) & (r_lo <= s - 1)
+    if present is not None:
+        on_screen = on_screen & present
     c_lo, c_hi = jnp.clip(c_lo, 0, s - 1), jnp.clip(c_hi, 0, s - 1)
     r_lo, r_hi = jnp.clip(r_lo, 0, s - 1), jnp.clip(r_hi, 0, s - 1)
     t = grid.tile
@@ -242,6 +248,27 @@ def bin_pass(ft: FaceTiles, pass_index, capacity: int, grid: TileGrid, group: in
         order = jnp.zeros((0,), jnp.int32)
     active = jnp.sum(count > 0).astype(jnp.int32)
     return Bins(face, start, count, order, active)
+
+
+def face_present(face_counts: jax.Array | None, grid: TileGrid) -> jax.Array | None:
+    """``[BF]`` bool, True for the real faces of a padded batch (``None``: all are real).
+
+    Args:
+      face_counts: ``None`` or ``[B]`` int32, real faces per image; grid: the tiling.
+    """
+    if face_counts is None:
+        return None
+    slot = jnp.arange(grid.faces_per_image, dtype=jnp.int32)
+    return (slot[None, :] < face_counts[:, None]).reshape(-1)
+
+
+def tile_faces_per_image(face_counts: jax.Array | None, grid: TileGrid, dtype):
+    """The alpha ``'sum'`` divisor of each tile's pixels: ``F`` (an int) without padding, else
+    ``[NT, 1]`` of ``max(face_counts[b], 1)`` for the image ``b`` of each tile."""
+    if face_counts is None:
+        return grid.faces_per_image
+    per_image = jnp.maximum(face_counts, 1).astype(dtype)
+    return jnp.repeat(per_image, grid.n * grid.n)[:, None]
 
 
 def tile_pixel_coords(tiles: jax.Array, grid: TileGrid, dtype) -> tuple[jax.Array, jax.Array]:

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from softjax.concrete import concrete_value
-from softjax.ops.pixel_face import AGGR_ALPHA, AGGR_RGB, DIST_FUNCS, TEXTURE_TYPES
+from softjax.ops.pixel_face import AGGR_ALPHA, AGGR_RGB, DIST_FUNCS, TEXTURE_TYPES, UV_WRAPS
 
 BACKENDS = ("auto", "xla", "pallas", "reference")
 
@@ -24,6 +24,15 @@ class StaticOptions(NamedTuple):
     aggr_rgb: str
     aggr_alpha: str
     texture_type: str
+    uv_wrap: str = "repeat"  # texture_type='uv' only: addressing outside [0, 1]
+
+
+class UVTexture(NamedTuple):
+    """The textures of ``texture_type='uv'`` (a pytree: every field receives gradients)."""
+
+    image: jax.Array  # [B, H, W, 3] one texture image per mesh, row 0 = v of 1 (the top)
+    face_uvs: jax.Array  # [B, F, 3, 2] (u, v) of each face corner
+    face_tint: jax.Array  # [B, F, 3] RGB factor of each face (ones: the image's colours)
 
 
 class Scalars(NamedTuple):
@@ -64,6 +73,73 @@ def _check_scalar(name: str, value, *, positive: bool = False, half: bool = Fals
     return value
 
 
+def _as_array(x):
+    return x if hasattr(x, "shape") and hasattr(x, "dtype") else np.asarray(x)
+
+
+def _check_uv(image, face_uvs, face_tint, b: int, f: int):
+    """Shapes and dtypes of the ``texture_type='uv'`` inputs; returns (face_uvs, face_tint)
+    with the default tint (ones) filled in."""
+    if image.ndim != 4 or image.shape[0] != b or image.shape[3] != 3 or min(image.shape[1:3]) < 1:
+        raise ValueError(
+            "with texture_type='uv' textures must be one RGB texture image per mesh, shape "
+            f"[B, H, W, 3] with B={b} and H, W >= 1, got {tuple(image.shape)}"
+        )
+    if face_uvs is None:
+        raise ValueError("texture_type='uv' needs face_uvs, the [B, F, 3, 2] corner UVs")
+    face_uvs = _as_array(face_uvs)
+    if tuple(face_uvs.shape) != (b, f, 3, 2):
+        raise ValueError(
+            f"face_uvs must have shape [B, F, 3, 2] = {(b, f, 3, 2)} ((u, v) per face corner), "
+            f"got {tuple(face_uvs.shape)}"
+        )
+    if face_tint is None:
+        face_tint = jnp.ones((b, f, 3), jnp.result_type(image.dtype, face_uvs.dtype))
+    face_tint = _as_array(face_tint)
+    if tuple(face_tint.shape) != (b, f, 3):
+        raise ValueError(
+            f"face_tint must have shape [B, F, 3] = {(b, f, 3)} (an RGB factor per face), "
+            f"got {tuple(face_tint.shape)}"
+        )
+    for name, x in (("face_uvs", face_uvs), ("face_tint", face_tint)):
+        if not jnp.issubdtype(x.dtype, jnp.floating):
+            raise ValueError(f"{name} must be a floating-point array, got dtype {x.dtype}")
+    return face_uvs, face_tint
+
+
+def check_face_counts(face_counts, batch: int, faces: int):
+    """Validates ``face_counts`` (``None``: every face is real).
+
+    Args:
+      face_counts: ``[B]`` integer array, or ``None``.
+      batch, faces: B and F of ``face_vertices``.
+
+    Returns:
+      ``None`` or an int32 ``[B]`` array.
+
+    Raises:
+      ValueError: a shape other than ``[B]``, a non-integer dtype, or (when concrete) a count
+        outside ``[0, F]``.
+    """
+    if face_counts is None:
+        return None
+    counts = _as_array(face_counts)
+    if tuple(counts.shape) != (batch,):
+        raise ValueError(
+            f"face_counts must have shape [B] = ({batch},) (real faces per mesh), "
+            f"got {tuple(counts.shape)}"
+        )
+    if not jnp.issubdtype(counts.dtype, jnp.integer):
+        raise ValueError(f"face_counts must be integers, got dtype {counts.dtype}")
+    concrete = concrete_value(counts)
+    if concrete is not None and concrete.size and (concrete.min() < 0 or concrete.max() > faces):
+        raise ValueError(
+            f"face_counts must lie in [0, F] = [0, {faces}], got values in "
+            f"[{concrete.min()}, {concrete.max()}]"
+        )
+    return jnp.asarray(counts, jnp.int32)
+
+
 def check_inputs(
     face_vertices,
     textures,
@@ -82,8 +158,13 @@ def check_inputs(
     aggr_func_alpha,
     texture_type,
     backend,
+    face_uvs=None,
+    face_tint=None,
+    uv_wrap="repeat",
 ):
     """Validates ``soft_rasterize``'s arguments; returns (fv, tex, StaticOptions, Scalars, backend).
+
+    ``tex`` is the ``textures`` array, or for ``texture_type='uv'`` a :class:`UVTexture`.
 
     Raises:
       ValueError: naming the offending argument and what was expected.
@@ -93,6 +174,7 @@ def check_inputs(
     _check_choice("aggr_func_alpha", aggr_func_alpha, AGGR_ALPHA)
     _check_choice("texture_type", texture_type, TEXTURE_TYPES)
     _check_choice("backend", backend, BACKENDS)
+    _check_choice("uv_wrap", uv_wrap, UV_WRAPS)
     if isinstance(image_size, bool) or not isinstance(image_size, numbers.Integral):
         raise ValueError(f"image_size must be a positive int, got {image_size!r}")
     if image_size <= 0:
@@ -103,10 +185,8 @@ def check_inputs(
             f"background_color must have 3 values (R, G, B), got {len(bg)}: {background_color!r}"
         )
 
-    if not hasattr(face_vertices, "shape") or not hasattr(face_vertices, "dtype"):
-        face_vertices = np.asarray(face_vertices)
-    if not hasattr(textures, "shape") or not hasattr(textures, "dtype"):
-        textures = np.asarray(textures)
+    face_vertices = _as_array(face_vertices)
+    textures = _as_array(textures)
     if face_vertices.ndim != 4 or face_vertices.shape[-2:] != (3, 3):
         raise ValueError(
             "face_vertices must have shape [B, F, 3, 3] (batch, faces, corners, xyz), "
@@ -119,7 +199,13 @@ def check_inputs(
     if not jnp.issubdtype(textures.dtype, jnp.floating):
         raise ValueError(f"textures must be a floating-point array, got dtype {textures.dtype}")
     b, f = face_vertices.shape[:2]
-    if texture_type == "vertex":
+    if texture_type != "uv" and (face_uvs is not None or face_tint is not None):
+        raise ValueError(
+            f"face_uvs and face_tint belong to texture_type='uv', got texture_type={texture_type!r}"
+        )
+    if texture_type == "uv":
+        face_uvs, face_tint = _check_uv(textures, face_uvs, face_tint, b, f)
+    elif texture_type == "vertex":
         if textures.ndim != 4 or tuple(textures.shape) != (b, f, 3, 3):
             raise ValueError(
                 "with texture_type='vertex' textures must have shape [B, F, 3, 3] = "
@@ -144,9 +230,14 @@ def check_inputs(
     if near_value is not None and far_value is not None and float(far_value) <= float(near_value):
         raise ValueError(f"far must be greater than near, got near={near}, far={far}")
 
-    dtype = jnp.result_type(face_vertices.dtype, textures.dtype)
+    if texture_type == "uv":
+        parts = (textures, face_uvs, face_tint)
+        dtype = jnp.result_type(face_vertices.dtype, *(x.dtype for x in parts))
+        textures = UVTexture(*(jnp.asarray(x, dtype) for x in parts))
+    else:
+        dtype = jnp.result_type(face_vertices.dtype, textures.dtype)
+        textures = jnp.asarray(textures, dtype)
     face_vertices = jnp.asarray(face_vertices, dtype)
-    textures = jnp.asarray(textures, dtype)
     statics = StaticOptions(
         image_size=int(image_size),
         background=bg,
@@ -154,6 +245,7 @@ def check_inputs(
         aggr_rgb=aggr_func_rgb,
         aggr_alpha=aggr_func_alpha,
         texture_type=texture_type,
+        uv_wrap=uv_wrap,
     )
     scalars = Scalars(
         sigma_val=jnp.asarray(sigma_val, dtype),

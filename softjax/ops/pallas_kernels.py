@@ -4,8 +4,11 @@ One program per (image, pixel tile) streams the tile's binned faces in windows, 
 per-pixel state of :mod:`softjax.ops.aggregate` as its loop carry; before each launch XLA
 packs the pass's binned faces into a field-major table so that a window is a contiguous slice
 (no gather in the kernel). The backward kernel writes one partial gradient per (tile, face)
-pair, summed per face by XLA. The per-(pixel, face) math is :mod:`softjax.ops.pixel_face`
-(in the split corner layout). ``docs/pipeline.md`` describes the flow and the block-size knobs,
+pair, summed per face by XLA. UV textures: the kernels gather texels from the flattened images
+(a whole-array input), and the backward adds the images' gradient atomically into a
+whole-array output (the texels a pair touches differ per pixel, so no per-slot partial can
+hold it). The per-(pixel, face) math is :mod:`softjax.ops.pixel_face` (in the split corner
+layout). ``docs/pipeline.md`` describes the flow and the block-size knobs,
 ``docs/gradients.md`` the backward.
 """
 
@@ -28,8 +31,8 @@ except ImportError as _error:  # pragma: no cover - depends on the installed JAX
 from softjax.ops import aggregate, binning, streamed
 from softjax.ops.aggregate import terms_with_options
 from softjax.ops.binning import TilingConfig
-from softjax.ops.options import Scalars
-from softjax.ops.pixel_face import FaceData, face_color, face_setup
+from softjax.ops.options import Scalars, UVTexture
+from softjax.ops.pixel_face import FaceData, face_color, face_setup, uv_color
 
 _DIFF_SCALARS = ("sigma_val", "gamma_val", "near", "far")  # scalars with per-pair partials
 # the kernels' state buffers in this order (alpha, then colour): the layout the GPU check ran
@@ -63,21 +66,53 @@ def _check_config(cfg: TilingConfig) -> TilingConfig:
     return cfg
 
 
+_OFFSET_LIMIT = 2**31  # the kernels address the flattened UV images with int32 offsets
+
+
+class _UVStatic(NamedTuple):
+    """What the kernels' code depends on for UV textures (static)."""
+
+    height: int
+    width: int
+    wrap: str  # 'repeat' or 'clamp'
+    interpret: bool  # how the backward adds into the image's gradient (see _scatter_add)
+
+
 class _Table(NamedTuple):
     """Per-call data of the kernels (:attr:`streamed.Passes.setup`)."""
 
-    table: jax.Array  # [9 + 3 T, N + 1] per-face rows (last column: zeros, for padding)
-    num_texels: int
+    table: jax.Array  # [9 + tex_rows, N + 1] per-face rows (last column: zeros, for padding)
+    num_texels: int  # T of surface / vertex textures (0 for UV textures)
+    tex_rows: int  # 3 T, or 9 for UV textures (u0 u1 u2 v0 v1 v2, then the tint's r g b)
+    image: jax.Array | None  # UV textures: the images flattened, [B * H * W * 3], else None
+    uv: _UVStatic | None
 
 
 def _setup(ctx: streamed.Context) -> _Table:
     """The per-face data in the field-major table the kernels read."""
     n = ctx.grid.num_faces
-    # rows: coordinate-major vertices (x0 x1 x2 y0 ...), then texel-major textures
+    # rows: coordinate-major vertices (x0 x1 x2 y0 ...), then texel-major textures, or the
+    # coordinate-major UVs (u0 u1 u2 v0 v1 v2) and the tint of UV textures
     coords = ctx.fv.transpose(2, 1, 0).reshape(9, -1)
-    table = jnp.concatenate([coords, ctx.tex.reshape(n, -1).T])
+    image = uv = None
+    if isinstance(ctx.tex, UVTexture):
+        uvs = ctx.tex.face_uvs.transpose(2, 1, 0).reshape(6, n)
+        tex_rows = jnp.concatenate([uvs, ctx.tex.face_tint.T])
+        image = ctx.tex.image.reshape(-1)  # texel (b, i, j) channel c at ((b H + i) W + j) 3 + c
+        if image.size >= _OFFSET_LIMIT:
+            raise ValueError(
+                f"the Pallas kernels address the UV texture images with int32 offsets: "
+                f"B * H * W * 3 = {image.size} must be below 2**31; use backend='xla'"
+            )
+        height, width = ctx.tex.image.shape[1:3]
+        uv = _UVStatic(height, width, ctx.opts.uv_wrap, bool(ctx.cfg.interpret))
+        num_texels = 0
+    else:
+        tex_rows = ctx.tex.reshape(n, -1).T
+        num_texels = ctx.tex.shape[1]
+    table = jnp.concatenate([coords, tex_rows])
     table = jnp.concatenate([table, jnp.zeros((table.shape[0], 1), table.dtype)], 1)
-    return _Table(table, ctx.tex.shape[1])
+    return _Table(table, num_texels, tex_rows.shape[0], image, uv)
 
 
 def _pass_inputs(ctx: streamed.Context, p, k_size: int):
@@ -141,6 +176,58 @@ def _texels(tex_rows, num_texels: int):
     return [tuple(tex_rows[3 * t : 3 * t + 3]) for t in range(num_texels)]
 
 
+def _image_base(grid: binning.TileGrid, uv: _UVStatic):
+    """Offset of this program's image in the flattened images: tile ``t`` (and every face
+    binned to it) belongs to image ``t // (n * n)``."""
+    b = pl.program_id(0) // (grid.n * grid.n)
+    return (b * (uv.height * uv.width * 3)).astype(jnp.int32)
+
+
+def _texel_offsets(base, rows, cols, uv: _UVStatic):
+    """Flat offsets of channel 0 of the texels at ``rows`` / ``cols`` (in range)."""
+    return base + (rows * uv.width + cols) * 3
+
+
+def _colors(terms, face: FaceData, tex_rows, opts, num_texels: int, uv, image_ref, base, delta):
+    """3 channel arrays ``[P, K]``: the window's colours, and for UV textures the bilinear taps
+    (else ``None``).
+
+    UV textures gather each tap's texels from ``image_ref`` (the flattened images; ``base``:
+    this program's image). ``delta`` (the backward; else ``None``): 4 taps x 3 channels of
+    ``[P, K]`` zeros added to the texels read, so that the gradient with respect to them is the
+    gradient with respect to those texels (see :func:`_bwd_kernel`).
+    """
+    if uv is None:
+        return face_color(terms.w_clip, _texels(tex_rows, num_texels), opts.texture_type), None
+
+    def fetch(tap, rows, cols):
+        off = _texel_offsets(base, rows, cols, uv)
+        texel = tuple(image_ref[off + c] for c in range(3))
+        if delta is not None:
+            texel = tuple(texel[c] + delta[tap][c] for c in range(3))
+        return texel
+
+    uvs = (tuple(tex_rows[0:3]), tuple(tex_rows[3:6]))
+    size = (uv.height, uv.width)
+    return uv_color(
+        terms.w_clip, face.inv_z, terms.depth, uvs, tuple(tex_rows[6:9]), fetch, size, uv.wrap
+    )
+
+
+def _scatter_add(ref, offsets, values, mask, interpret: bool):
+    """``ref[offsets] += values`` where ``mask``, correct when offsets repeat, in every program.
+
+    On a GPU an atomic add (``tt.atomic_rmw fadd``; masked lanes touch no memory). The Pallas
+    interpreter's discharge of ``atomic_add`` with array offsets is a gather then a scatter-set
+    (a repeated offset keeps one of its values) and takes no mask, so interpreted kernels use
+    ``jax.ref.addupdate``, whose discharge is a scatter-add, with the masked values zeroed.
+    """
+    if interpret:
+        jax.ref.addupdate(ref, offsets, jnp.where(mask, values, jnp.zeros_like(values)))
+    else:
+        plgpu.atomic_add(ref, offsets, values, mask=mask)
+
+
 def _program_setup(scal_ref, start_ref, count_ref, packed_ref, grid: binning.TileGrid):
     """What both kernels start from: dtype, scalars, this tile's pixel centres and its bin's
     ``start`` / ``count`` in the pair list."""
@@ -151,8 +238,23 @@ def _program_setup(scal_ref, start_ref, count_ref, packed_ref, grid: binning.Til
 
 
 def _fwd_kernel(
-    scal_ref, start_ref, count_ref, packed_ref, fid_ref, *refs, opts, grid, like, k_size, num_texels
+    scal_ref,
+    start_ref,
+    count_ref,
+    packed_ref,
+    fid_ref,
+    *refs,
+    opts,
+    grid,
+    like,
+    k_size,
+    num_texels,
+    uv,
 ):
+    image_ref = base = None
+    if uv is not None:  # the flattened images come first
+        image_ref, refs = refs[0], refs[1:]
+        base = _image_base(grid, uv)
     n = len(refs) // 2
     in_refs, out_refs = refs[:n], refs[n:]
     setup = _program_setup(scal_ref, start_ref, count_ref, packed_ref, grid)
@@ -162,9 +264,10 @@ def _fwd_kernel(
     def body(w, st):
         _, present, rows, fid = _window(packed_ref, fid_ref, start, count, w, k_size)
         v_rows, tex_rows = rows[:9], rows[9:]
-        terms = terms_with_options(px, py, _face_data(v_rows), opts, scalars)
+        face = _face_data(v_rows)
+        terms = terms_with_options(px, py, face, opts, scalars)
         terms = aggregate.mask_terms(terms, present)
-        colors = face_color(terms.w_clip, _texels(tex_rows, num_texels), opts.texture_type)
+        colors, _ = _colors(terms, face, tex_rows, opts, num_texels, uv, image_ref, base, None)
         return aggregate.update_state(st, terms, colors, fid, opts)
 
     state = jax.lax.fori_loop(0, (count + k_size - 1) // k_size, body, state0)
@@ -173,29 +276,65 @@ def _fwd_kernel(
 
 
 def _bwd_kernel(
-    scal_ref, start_ref, count_ref, packed_ref, fid_ref, *refs, opts, grid, like, k_size, num_texels
+    scal_ref,
+    start_ref,
+    count_ref,
+    packed_ref,
+    fid_ref,
+    *refs,
+    opts,
+    grid,
+    like,
+    k_size,
+    num_texels,
+    uv,
 ):
+    image_ref = base = g_image_ref = None
+    if uv is not None:
+        # inputs: the flattened images, then the images' gradient so far (aliased to the last
+        # output, g_image_ref, which this kernel adds into)
+        image_ref, refs, g_image_ref = refs[0], refs[2:-1], refs[-1]
+        base = _image_base(grid, uv)
     const_refs, out_ref = refs[:-1], refs[-1]
     setup = _program_setup(scal_ref, start_ref, count_ref, packed_ref, grid)
     dtype, scalars, px, py, start, count = setup
     consts = jax.tree.unflatten(jax.tree.structure(like), [r[...] for r in const_refs])
+    pk = (px.shape[0], k_size)
 
     def body(w, carry):
         off, present, rows, fid = _window(packed_ref, fid_ref, start, count, w, k_size)
         v_rows, tex_rows = rows[:9], rows[9:]
         scal_rows = [jnp.full((1, k_size), getattr(scalars, k), dtype) for k in _DIFF_SCALARS]
+        # UV: the texels of each tap, as zeros to differentiate against (see _colors)
+        delta = (
+            ()
+            if uv is None
+            else tuple(tuple(jnp.zeros(pk, dtype) for _ in range(3)) for _ in range(4))
+        )
 
         def surrogate(leaves):
-            f_rows, t_rows, s_rows = leaves
+            f_rows, t_rows, s_rows, d = leaves
             s2 = scalars._replace(**dict(zip(_DIFF_SCALARS, s_rows, strict=True)))
-            terms = terms_with_options(px, py, _face_data(f_rows), opts, s2)
+            face = _face_data(f_rows)
+            terms = terms_with_options(px, py, face, opts, s2)
             terms = aggregate.mask_terms(terms, present)
-            colors = face_color(terms.w_clip, _texels(t_rows, num_texels), opts.texture_type)
-            return aggregate.surrogate_total(terms, colors, consts, fid, opts)
+            colors, taps = _colors(terms, face, t_rows, opts, num_texels, uv, image_ref, base, d)
+            total = aggregate.surrogate_total(terms, colors, consts, fid, opts)
+            return total, None if taps is None else (taps.rows, taps.cols)
 
-        g_face, g_tex, g_sc = jax.grad(surrogate)((v_rows, tex_rows, scal_rows))
+        grads, taps = jax.grad(surrogate, has_aux=True)((v_rows, tex_rows, scal_rows, delta))
+        g_face, g_tex, g_sc, g_delta = grads
         for j, g in enumerate(list(g_face) + list(g_tex) + list(g_sc)):
             plgpu.store(out_ref.at[pl.ds(np.int32(j), 1), pl.ds(off, k_size)], g, mask=present)
+        if uv is not None:
+            # the images' gradient: each (pixel, face) pair adds to the 4 texels its taps read,
+            # which differ per pixel (no per-slot partial can hold them): atomic adds, skipping
+            # empty slots and zero cotangents (hidden faces in 'hard' colour, culled pairs)
+            for t in range(4):
+                texel = _texel_offsets(base, taps[0][t], taps[1][t], uv)
+                for c in range(3):
+                    g = g_delta[t][c]
+                    _scatter_add(g_image_ref, texel + c, g, present & (g != 0), uv.interpret)
         return carry
 
     jax.lax.fori_loop(0, (count + k_size - 1) // k_size, body, 0)
@@ -233,6 +372,7 @@ def _bind(kernel, ctx: streamed.Context, per_pixel, k_size: int):
         like=like,
         k_size=k_size,
         num_texels=ctx.extra.num_texels,
+        uv=ctx.extra.uv,
     )
 
 
@@ -242,27 +382,43 @@ def _forward_pass(ctx: streamed.Context, p, state: aggregate.AggState) -> aggreg
     kernel = _bind(_fwd_kernel, ctx, state, cfg.window)
     buffers = _state_buffers(state)
     out_shapes = [jax.ShapeDtypeStruct(b.shape, b.dtype) for b in buffers]
-    aliases = {5 + i: i for i in range(len(buffers))}
     start, count, packed, fid, _, _ = _pass_inputs(ctx, p, cfg.window)
-    inputs = [_scalar_vector(ctx.scalars, ctx.fv.dtype), start, count, packed, fid] + buffers
+    inputs = [_scalar_vector(ctx.scalars, ctx.fv.dtype), start, count, packed, fid]
+    if ctx.extra.uv is not None:
+        inputs.append(ctx.extra.image)
+    n_whole = len(inputs)
+    aliases = {n_whole + i: i for i in range(len(buffers))}
     outs = _call(
-        kernel, inputs, 5, out_shapes, [], grid, cfg, cfg.num_warps, aliases, "softras_fwd"
+        kernel,
+        inputs + buffers,
+        n_whole,
+        out_shapes,
+        [],
+        grid,
+        cfg,
+        cfg.num_warps,
+        aliases,
+        "softras_fwd",
     )
     return _state_from_buffers(state, outs)
 
 
 def _n_outputs(ctx: streamed.Context) -> tuple[int, int]:
-    """Rows of the backward's partials: 9 vertex coordinates, then 3 T texture values (then
-    one per differentiated scalar)."""
-    return 9, 3 * ctx.extra.num_texels
+    """Rows of the backward's partials: 9 vertex coordinates, then the texture rows (3 T
+    texture values, or 6 UVs and 3 tint values), then one per differentiated scalar."""
+    return 9, ctx.extra.tex_rows
 
 
 def _backward_init(ctx: streamed.Context):
+    """Per-face and scalar accumulators, and (UV textures; else ``None``) the flattened
+    images' gradient."""
     n_face, n_tex = _n_outputs(ctx)
     dtype = ctx.fv.dtype
+    image = ctx.extra.image
     return (
         jnp.zeros((ctx.grid.num_faces, n_face + n_tex), dtype),
         jnp.zeros((len(_DIFF_SCALARS),), dtype),
+        None if image is None else jnp.zeros_like(image),
     )
 
 
@@ -276,10 +432,27 @@ def _backward_pass(ctx: streamed.Context, consts: aggregate.BackwardConsts, p, a
     out_shape = jax.ShapeDtypeStruct((n_out, cap + cfg.bwd_window), dtype)
     start, count, packed, fid, bins, in_pass = _pass_inputs(ctx, p, cfg.bwd_window)
     scal = _scalar_vector(ctx.scalars, dtype)
-    inputs = [scal, start, count, packed, fid] + jax.tree.leaves(consts)
-    (part,) = _call(
-        kernel, inputs, 5, [], [out_shape], grid, cfg, cfg.bwd_num_warps, {}, "softras_bwd"
+    inputs = [scal, start, count, packed, fid]
+    out_shapes, aliases = [out_shape], {}
+    g_image = acc[2]
+    if g_image is not None:  # the kernel adds into the gradient so far (aliased in and out)
+        inputs += [ctx.extra.image, g_image]
+        out_shapes.append(jax.ShapeDtypeStruct(g_image.shape, dtype))
+        aliases = {len(inputs) - 1: 1}
+    n_whole = len(inputs)
+    part, *rest = _call(
+        kernel,
+        inputs + jax.tree.leaves(consts),
+        n_whole,
+        [],
+        out_shapes,
+        grid,
+        cfg,
+        cfg.bwd_num_warps,
+        aliases,
+        "softras_bwd",
     )
+    g_image = rest[0] if rest else None
     part = jnp.where(in_pass[None, :], part[:, :cap], 0.0)  # unwritten slots: junk
     # slots past the pass's pairs get an out-of-range id: the scatter drops them (one
     # sentinel row instead would serialise millions of atomic adds on a GPU)
@@ -287,14 +460,18 @@ def _backward_pass(ctx: streamed.Context, consts: aggregate.BackwardConsts, p, a
     per_face = jax.ops.segment_sum(
         part[: n_face + n_tex].T, seg, num_segments=grid.num_faces, mode="drop"
     )
-    return acc[0] + per_face, acc[1] + jnp.sum(part[n_face + n_tex :], 1)
+    return acc[0] + per_face, acc[1] + jnp.sum(part[n_face + n_tex :], 1), g_image
 
 
 def _backward_result(ctx: streamed.Context, acc):
-    per_face, g_sc = acc
+    per_face, g_sc, g_image = acc
     n_face = _n_outputs(ctx)[0]
     g_fv = per_face[:, :n_face].reshape(-1, 3, 3).transpose(0, 2, 1)  # [N, corner, coordinate]
-    return g_fv, per_face[:, n_face:], g_sc
+    g_tex = per_face[:, n_face:]
+    if g_image is not None:  # rows u0 u1 u2 v0 v1 v2, then the tint
+        g_uvs = g_tex[:, :6].reshape(-1, 2, 3).transpose(0, 2, 1)  # [N, corner, (u, v)]
+        g_tex = UVTexture(g_image.reshape(ctx.tex.image.shape), g_uvs, g_tex[:, 6:])
+    return g_fv, g_tex, g_sc
 
 
 # backend, sentinel_tile (one program per tile: no padded tiles), then the hooks
@@ -308,11 +485,13 @@ rasterize_pallas = streamed.streamed_rasterizer(
 
     Args:
       face_vertices: ``[B, F, 3, 3]`` float (float32 on GPUs), F >= 1.
-      textures: ``[B, F, T, 3]`` of the same dtype.
+      textures: ``[B, F, T, 3]`` of the same dtype, or a
+        :class:`~softjax.ops.options.UVTexture` (``B * H * W * 3`` below ``2**31``).
       scalars: :class:`Scalars` (``fill_back`` as a float 0/1 scalar).
       opts: :class:`StaticOptions`.
       cfg: :class:`TilingConfig` (0 fields: the kernels' defaults; ``interpret`` resolved,
         see :func:`resolve_config`).
+      face_counts: ``None`` or ``[B]`` int32, the real faces of each image of a padded batch.
 
     Returns:
       ``[B, S, S, 4]`` RGBA.

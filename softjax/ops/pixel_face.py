@@ -7,6 +7,9 @@ The conventions are those of SoftRas (``docs/semantics.md`` states them all):
 * ``x`` right and ``y`` up in normalised device coordinates, ``z`` = camera-space depth.
 * Pixel (row ``r``, column ``c``) of an ``S x S`` image has its centre at
   ``x = (2c + 1 - S) / S`` and ``y = (S - 1 - 2r) / S`` (row 0 is the top row).
+* UV textures (``texture_type='uv'``): image row 0 is the top (``v = 1``), column 0 the left
+  (``u = 0``); texel ``(i, j)`` of an ``H x W`` image has its centre at
+  ``u = (j + 0.5) / W``, ``v = 1 - (i + 0.5) / H``.
 
 All functions broadcast: per-face arrays carry a trailing face axis and per-pixel arrays are
 shaped so that they broadcast against it (e.g. pixels ``[..., P, 1]`` with faces ``[..., 1, K]``).
@@ -22,13 +25,17 @@ import jax.numpy as jnp
 DIST_FUNCS = ("hard", "barycentric", "euclidean")
 AGGR_RGB = ("hard", "softmax")
 AGGR_ALPHA = ("hard", "sum", "prod")
-TEXTURE_TYPES = ("surface", "vertex")
+TEXTURE_TYPES = ("surface", "vertex", "uv")
+UV_WRAPS = ("repeat", "clamp")  # texture addressing of texture_type='uv' outside [0, 1]
 
 _DET_EPS = 1e-10  # |det| of the barycentric matrix is pushed to at least this
 _Z_EPS = 1e-10  # guards 1/z for vertices exactly at z = 0 (keeps gradients finite)
 _ONE_HOT_TEXELS = 16  # surface textures with at most this many texels are sampled by one-hot
 _EXACT = jax.lax.Precision.HIGHEST  # float32 contractions in float32, not TF32 (face_color)
 _WSUM_EPS = 1e-5  # floor of sum(clip(w, 0, 1)) before normalising
+# texel coordinates are clipped to this magnitude before the cast to int32 (a float32 holds
+# every integer up to 2**24 exactly; past it the bilinear fraction is lost anyway)
+_INDEX_LIMIT = float(2**24)
 
 
 class FaceData(NamedTuple):
@@ -336,3 +343,117 @@ def face_color(w_clip, textures, texture_type: str):
         onehot = (texel[..., None] == jnp.arange(num_texels)).astype(textures.dtype)
         return jnp.einsum("...t,...tc->...c", onehot, textures, precision=_EXACT)
     return jnp.take_along_axis(textures, texel[..., None, None], axis=-2)[..., 0, :]
+
+
+class UVTaps(NamedTuple):
+    """The four bilinear taps of a UV lookup, in the order (top-left, top-right, bottom-left,
+    bottom-right) of texel rows ``(i0, i0, i1, i1)`` and columns ``(j0, j1, j0, j1)``; every
+    field is a tuple of 4 arrays shaped like the pairs (``[..., P, K]``)."""
+
+    rows: tuple  # int32 texel rows, wrapped into [0, H - 1]
+    cols: tuple  # int32 texel columns, wrapped into [0, W - 1]
+    weights: tuple  # bilinear weights (sum to 1), smooth in the UVs and the vertices
+
+
+def uv_coords(w_clip, inv_z, depth, uvs):
+    """Perspective-correct texture coordinates of faces at pixels.
+
+    ``uv = sum_k w_k inv_z_k uv_k / sum_k w_k inv_z_k``, written ``depth * sum_k w_k inv_z_k
+    uv_k`` with the guarded ``depth`` of :func:`pair_terms` (one guard for both). Unlike vertex
+    colours (interpolated with ``w_clip`` in screen space, as SoftRas does), UVs must be
+    perspective-correct: an image mapped onto a receding face would otherwise swim.
+
+    Args:
+      w_clip: clipped barycentrics, ``[..., P, K, 3]`` or (split layout) 3 arrays ``[..., P, K]``.
+      inv_z: the faces' ``1 / z`` per corner (:attr:`FaceData.inv_z`), ``[..., 1, K, 3]`` or 3
+        arrays ``[..., 1, K]``.
+      depth: :attr:`PairTerms.depth`, ``[..., P, K]``.
+      uvs: ``(u, v)``, each a per-corner quantity like ``inv_z``.
+
+    Returns:
+      ``(u, v)``, each ``[..., P, K]``.
+    """
+    w, iz = corners(w_clip), corners(inv_z)
+    wz = tuple(w[k] * iz[k] for k in range(3))
+    out = []
+    for coord in uvs:
+        c = corners(coord)
+        out.append(depth * (wz[0] * c[0] + wz[1] * c[1] + wz[2] * c[2]))
+    return tuple(out)
+
+
+def _wrap_index(index, size: int, wrap: str):
+    """Integer-valued float texel indices -> int32 in ``[0, size - 1]`` (``'repeat'``: modulo
+    ``size``, so the filter wraps across the border; ``'clamp'``: the border texel)."""
+    i = jnp.clip(index, -_INDEX_LIMIT, _INDEX_LIMIT).astype(jnp.int32)
+    if wrap == "repeat":
+        i = jax.lax.rem(i, jnp.int32(size))  # the sign of the dividend: make it non-negative
+        return jnp.where(i < 0, i + size, i)
+    if wrap == "clamp":
+        return jnp.clip(i, 0, size - 1)
+    raise ValueError(f"unknown uv_wrap {wrap!r}")  # pragma: no cover - validated by the caller
+
+
+def uv_taps(u, v, size: tuple[int, int], wrap: str) -> UVTaps:
+    """The bilinear filter of an ``H x W`` image at texture coordinates ``(u, v)``.
+
+    Continuous texel coordinates are ``x = u W - 0.5`` (columns) and ``y = (1 - v) H - 0.5``
+    (rows, row 0 at the top), so integer ``(y, x)`` are texel centres. The taps are the texels
+    ``floor`` and ``floor + 1`` on each axis, weighted by the fractions; the wrap mode applies
+    to the tap indices (``'repeat'``: modulo, like ``GL_REPEAT``; ``'clamp'``: clamped to the
+    border, which equals ``GL_CLAMP_TO_EDGE``'s clamping of the coordinates).
+
+    Args:
+      u, v: ``[..., P, K]`` texture coordinates (any value; see ``wrap``).
+      size: ``(H, W)``, static.
+      wrap: ``'repeat'`` or ``'clamp'``, static.
+
+    Returns:
+      :class:`UVTaps`. The indices are piecewise constant (no gradient); the weights carry the
+      gradient with respect to ``u`` and ``v``.
+    """
+    height, width = size
+    x = u * width - 0.5
+    y = (1.0 - v) * height - 0.5
+    # floor has a zero derivative; stop_gradient keeps it out of the backward altogether
+    x0 = jax.lax.stop_gradient(jnp.floor(x))
+    y0 = jax.lax.stop_gradient(jnp.floor(y))
+    fx, fy = x - x0, y - y0
+    j0, j1 = _wrap_index(x0, width, wrap), _wrap_index(x0 + 1.0, width, wrap)
+    i0, i1 = _wrap_index(y0, height, wrap), _wrap_index(y0 + 1.0, height, wrap)
+    gx, gy = 1.0 - fx, 1.0 - fy
+    return UVTaps(
+        rows=(i0, i0, i1, i1),
+        cols=(j0, j1, j0, j1),
+        weights=(gy * gx, gy * fx, fy * gx, fy * fx),
+    )
+
+
+def uv_color(w_clip, inv_z, depth, uvs, tint, fetch, size: tuple[int, int], wrap: str):
+    """Colour of UV-textured faces at pixels: ``tint * bilinear(image, uv)`` at the
+    perspective-correct ``uv`` (:func:`uv_coords`, :func:`uv_taps`).
+
+    The image is read through ``fetch``, each path's own texel read (a gather in XLA, a load
+    from the image in a kernel), so that this is the only place where the math lives.
+
+    Args:
+      w_clip, inv_z, depth, uvs: as :func:`uv_coords` (stacked or split corner layout).
+      tint: the faces' RGB factor: ``[..., 1, K, 3]`` or 3 channel arrays ``[..., 1, K]``.
+      fetch: ``fetch(tap, rows, cols) -> 3 channel arrays [..., P, K]``, the texels at int32
+        ``rows`` / ``cols`` (``[..., P, K]``, always in range) of the pair's image; ``tap``
+        (0 to 3) is the tap's position in :class:`UVTaps`.
+      size: ``(H, W)`` of the image, static; wrap: ``'repeat'`` or ``'clamp'``, static.
+
+    Returns:
+      ``(colors, taps)``: 3 channel arrays ``[..., P, K]`` and the :class:`UVTaps` (the
+      streamed backwards scatter the image's gradient to the taps' texels).
+    """
+    u, v = uv_coords(w_clip, inv_z, depth, uvs)
+    taps = uv_taps(u, v, size, wrap)
+    acc = None
+    for t in range(4):
+        texel = fetch(t, taps.rows[t], taps.cols[t])
+        term = tuple(taps.weights[t] * texel[c] for c in range(3))
+        acc = term if acc is None else tuple(a + b for a, b in zip(acc, term, strict=True))
+    tint = corners(tint)
+    return tuple(tint[c] * acc[c] for c in range(3)), taps

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 
 from softjax.ops import dispatch
 from softjax.ops.binning import TilingConfig
-from softjax.ops.options import check_inputs
+from softjax.ops.options import UVTexture, check_face_counts, check_inputs
 from softjax.ops.pallas_kernels import rasterize_pallas, resolve_config
 from softjax.ops.reference import rasterize_reference
 from softjax.ops.xla_tiled import rasterize_tiled
@@ -33,6 +33,10 @@ def soft_rasterize(
     aggr_func_rgb: str = "softmax",
     aggr_func_alpha: str = "prod",
     texture_type: str = "surface",
+    face_uvs=None,
+    face_tint=None,
+    uv_wrap: str = "repeat",
+    face_counts=None,
     backend: str | None = None,
     tiling: TilingConfig | None = None,
     pallas_config: TilingConfig | None = None,
@@ -45,7 +49,10 @@ def soft_rasterize(
         image), z the camera-space depth (positive in front of the camera). A face is
         front-facing when it is clockwise on screen.
       textures: ``[B, F, R*R, 3]`` float for ``texture_type='surface'`` (R texels a side per
-        face) or ``[B, F, 3, 3]`` for ``'vertex'`` (an RGB colour per corner).
+        face), ``[B, F, 3, 3]`` for ``'vertex'`` (an RGB colour per corner), or for ``'uv'``
+        one RGB texture image per mesh, ``[B, H, W, 3]``: row 0 is the top of the image
+        (``v = 1``), column 0 its left edge (``u = 0``); texel centres at
+        ``u = (j + 0.5) / W``, ``v = 1 - (i + 0.5) / H``.
       image_size: S, the output is S x S pixels; pixel (row r, column c) has its centre at
         ``x = (2c + 1 - S) / S``, ``y = (S - 1 - 2r) / S`` (row 0 is the top row).
       background_color: RGB of the background (static).
@@ -59,7 +66,18 @@ def soft_rasterize(
       gamma_val: temperature of the softmax depth aggregation. May be traced (> 0).
       aggr_func_rgb: ``'softmax'`` or ``'hard'`` (nearest face).
       aggr_func_alpha: ``'prod'`` (1 - prod(1 - D)), ``'sum'`` (sum(D) / F) or ``'hard'``.
-      texture_type: ``'surface'`` or ``'vertex'``.
+      texture_type: ``'surface'``, ``'vertex'`` or ``'uv'``.
+      face_uvs: ``texture_type='uv'`` only, required: ``[B, F, 3, 2]`` float, the (u, v) of
+        each face corner. A pair samples the image bilinearly at the perspective-correct
+        interpolation of its face's corner UVs (``docs/semantics.md``).
+      face_tint: ``texture_type='uv'`` only: ``[B, F, 3]`` float RGB factor multiplied into
+        each face's sampled colour (``render`` passes the flat lighting here); ``None``: ones.
+      uv_wrap: ``texture_type='uv'`` only (static): ``'repeat'`` (the default: coordinates
+        wrap, like OpenGL's ``GL_REPEAT``) or ``'clamp'`` (clamped to the border texels).
+      face_counts: ``None`` (every face is real) or ``[B]`` int, the number of real faces of
+        each mesh of a padded batch (:func:`softjax.pad_meshes`): faces ``f >= face_counts[b]``
+        of image ``b`` are padding, skipped at binning; they add nothing to colour, alpha or
+        gradients, and alpha ``'sum'`` divides by ``face_counts[b]``. May be traced.
       backend: ``None`` (the default): the environment variable ``SOFTJAX_BACKEND``
         (``'auto'``, ``'xla'`` or ``'pallas'``; unset or empty: ``'auto'``; anything else
         raises ``ValueError``). ``'auto'``: off a GPU the tiled XLA path; on a GPU the Pallas
@@ -86,7 +104,8 @@ def soft_rasterize(
     Returns:
       ``[B, S, S, 4]`` RGBA image (channels last) in the dtype of the inputs (float32 unless
       float64 inputs are given with x64 enabled). Differentiable with respect to
-      ``face_vertices``, ``textures``, ``sigma_val``, ``gamma_val``, ``near``, ``far``, ``eps``.
+      ``face_vertices``, ``textures``, ``face_uvs``, ``face_tint``, ``sigma_val``,
+      ``gamma_val``, ``near``, ``far``, ``eps``.
 
     Raises:
       ValueError: on malformed arguments, naming the argument and what was expected, or a bad
@@ -113,11 +132,15 @@ def soft_rasterize(
         aggr_func_alpha=aggr_func_alpha,
         texture_type=texture_type,
         backend=backend,
+        face_uvs=face_uvs,
+        face_tint=face_tint,
+        uv_wrap=uv_wrap,
     )
+    counts = check_face_counts(face_counts, *fv.shape[:2])
     pallas_tiling = tiling if pallas_config is None else pallas_config
     if fv.shape[1] > 0:  # without faces every backend draws the background: nothing to check
         backend = dispatch.choose_backend(
-            backend, from_env, opts, tex.shape[2], fv.dtype, pallas_tiling
+            backend, from_env, opts, _num_texels(tex), fv.dtype, pallas_tiling
         )
     elif backend == "auto":
         backend = "xla"
@@ -125,11 +148,17 @@ def soft_rasterize(
         cfg = resolve_config(pallas_tiling)
     else:
         cfg = tiling or TilingConfig()
-    return _rasterize(fv, tex, scalars, opts, backend, cfg)
+    return _rasterize(fv, tex, scalars, opts, backend, cfg, counts)
+
+
+def _num_texels(tex) -> int:
+    """The texel count of the backend self-check's key (0 for UV textures: the kernels' code
+    does not depend on the image size)."""
+    return 0 if isinstance(tex, UVTexture) else tex.shape[2]
 
 
 @functools.partial(jax.jit, static_argnums=(3, 4, 5))
-def _rasterize(fv, tex, scalars, opts, backend: str, cfg: TilingConfig):
+def _rasterize(fv, tex, scalars, opts, backend: str, cfg: TilingConfig, face_counts):
     bsz, nf = fv.shape[:2]
     s = opts.image_size
     if nf == 0:  # nothing to draw: the background, fully transparent
@@ -139,4 +168,4 @@ def _rasterize(fv, tex, scalars, opts, backend: str, cfg: TilingConfig):
     raster = {"reference": rasterize_reference, "pallas": rasterize_pallas}.get(
         backend, rasterize_tiled
     )
-    return raster(fv, tex, scalars, opts, cfg)
+    return raster(fv, tex, scalars, opts, cfg, face_counts)

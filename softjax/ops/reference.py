@@ -11,10 +11,17 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from softjax.ops.aggregate import terms_with_options
+from softjax.ops.aggregate import mask_terms, terms_with_options
 from softjax.ops.binning import TilingConfig
-from softjax.ops.options import Scalars, StaticOptions
-from softjax.ops.pixel_face import face_color, face_setup, pixel_centers
+from softjax.ops.options import Scalars, StaticOptions, UVTexture
+from softjax.ops.pixel_face import (
+    FaceData,
+    PairTerms,
+    face_color,
+    face_setup,
+    pixel_centers,
+    uv_color,
+)
 
 
 def rasterize_reference(
@@ -23,14 +30,18 @@ def rasterize_reference(
     scalars: Scalars,
     opts: StaticOptions,
     cfg: TilingConfig | None = None,
+    face_counts: jax.Array | None = None,
 ) -> jax.Array:
     """Dense soft rasterization (the argument order of every backend's entry point).
 
     Args:
       face_vertices: ``[B, F, 3, 3]`` screen-space face vertices (float).
-      textures: ``[B, F, T, 3]`` per-face textures (``T = R*R`` surface, ``3`` vertex).
+      textures: ``[B, F, T, 3]`` per-face textures (``T = R*R`` surface, ``3`` vertex), or
+        for ``texture_type='uv'`` a :class:`~softjax.ops.options.UVTexture` (image
+        ``[B, H, W, 3]``, face_uvs ``[B, F, 3, 2]``, face_tint ``[B, F, 3]``).
       scalars: scalar options; opts: static options (see :mod:`softjax.ops.options`).
       cfg: ignored (the dense path does not tile).
+      face_counts: ``None`` or ``[B]`` int32 real faces per image (the rest is padding).
 
     Returns:
       ``[B, S, S, 4]`` RGBA image, row 0 at the top.
@@ -44,17 +55,24 @@ def rasterize_reference(
     face = face_setup(face_vertices)
     face = jax.tree.map(lambda t: t[:, None], face)  # [B, 1, F, ...]
     terms = terms_with_options(px, py, face, opts, scalars)
+    divisor = max(nf, 1)
+    if face_counts is not None:  # padding faces take no part
+        terms = mask_terms(terms, (jnp.arange(nf) < face_counts[:, None])[:, None, :])
+        divisor = jnp.maximum(face_counts, 1).astype(dtype)[:, None]
     valid = terms.valid
     prob = terms.prob
 
     if opts.aggr_alpha == "prod":
         alpha = 1.0 - jnp.prod(jnp.where(valid, 1.0 - prob, 1.0), axis=-1)
     elif opts.aggr_alpha == "sum":
-        alpha = jnp.sum(jnp.where(valid, prob, 0.0), axis=-1) / max(nf, 1)
+        alpha = jnp.sum(jnp.where(valid, prob, 0.0), axis=-1) / divisor
     else:
         alpha = jnp.any(valid & (prob > 0.5), axis=-1).astype(dtype)
 
-    colors = face_color(terms.w_clip, textures[:, None], opts.texture_type)  # [B, P, F, 3]
+    if opts.texture_type == "uv":
+        colors = _uv_colors(terms, face, textures, opts)
+    else:
+        colors = face_color(terms.w_clip, textures[:, None], opts.texture_type)  # [B, P, F, 3]
     bg = jnp.asarray(opts.background, dtype)
     if opts.aggr_rgb == "softmax":
         zg = terms.znorm_g
@@ -78,3 +96,27 @@ def rasterize_reference(
 
     out = jnp.concatenate([rgb, alpha[..., None]], axis=-1)
     return out.reshape(bsz, s, s, 4)
+
+
+def _uv_colors(terms: PairTerms, face: FaceData, tex: UVTexture, opts: StaticOptions):
+    """``[B, P, F, 3]`` colours of UV-textured faces (``face`` fields ``[B, 1, F, 3]``); the
+    image is read with a gather, whose autodiff transpose scatters the image's gradient."""
+    image = tex.image
+    bidx = jnp.arange(image.shape[0])[:, None, None]  # [B, 1, 1]: the pair's image
+
+    def fetch(tap, rows, cols):
+        texel = image[bidx, rows, cols]  # [B, P, F, 3]
+        return tuple(texel[..., c] for c in range(3))
+
+    uvs = tex.face_uvs[:, None]  # [B, 1, F, 3, 2]
+    colors, _ = uv_color(
+        terms.w_clip,
+        face.inv_z,
+        terms.depth,
+        (uvs[..., 0], uvs[..., 1]),
+        tex.face_tint[:, None],
+        fetch,
+        image.shape[1:3],
+        opts.uv_wrap,
+    )
+    return jnp.stack(colors, -1)

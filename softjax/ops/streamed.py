@@ -18,7 +18,7 @@ import jax.numpy as jnp
 from softjax.ops import aggregate, binning
 from softjax.ops.aggregate import AggState, BackwardConsts
 from softjax.ops.binning import TilingConfig
-from softjax.ops.options import Scalars, StaticOptions
+from softjax.ops.options import Scalars, StaticOptions, UVTexture
 from softjax.ops.pixel_face import FaceData, face_setup
 
 
@@ -31,7 +31,7 @@ class Context(NamedTuple):
     fv: jax.Array  # [N, 3, 3] face vertices, N = B * F
     face: FaceData  # per-face setup, fields [N, 3]
     ft: binning.FaceTiles  # the faces' tile ranges
-    tex: jax.Array  # [N, T, 3] textures
+    tex: Any  # [N, T, 3] textures, or a UVTexture: image [B, H, W, 3], per face [N, ...]
     scalars: Scalars
     opts: StaticOptions
     extra: Any  # the backend's own per-call data (:attr:`Passes.setup`)
@@ -50,8 +50,9 @@ class Passes(NamedTuple):
       backward_init: ``ctx -> acc``, the gradient accumulators before any pass.
       backward_pass: ``(ctx, consts, p, acc) -> acc``, adds pass ``p``'s gradients given the
         :class:`~softjax.ops.aggregate.BackwardConsts` (arrays ``[tiles, tile**2]``).
-      backward_result: ``(ctx, acc) -> (g_fv [N, 3, 3], g_tex [N, T, 3], g_sc)``: vertex and
-        texture gradients and the faces' share of ``(sigma_val, gamma_val, near, far)``.
+      backward_result: ``(ctx, acc) -> (g_fv [N, 3, 3], g_tex, g_sc)``: vertex and texture
+        gradients (``g_tex`` shaped like ``ctx.tex``: ``[N, T, 3]``, or a ``UVTexture``) and
+        the faces' share of ``(sigma_val, gamma_val, near, far)``.
     """
 
     backend: str
@@ -64,24 +65,26 @@ class Passes(NamedTuple):
 
 
 def prepare(
-    passes: Passes, face_vertices, textures, scalars: Scalars, opts: StaticOptions, cfg
+    passes: Passes, face_vertices, textures, scalars: Scalars, opts: StaticOptions, cfg, face_counts
 ) -> Context:
-    """Tiling, per-face data and per-face tile ranges of one call (forward or backward)."""
+    """Tiling, per-face data and per-face tile ranges of one call (forward or backward); the
+    padding faces of a padded batch (``face_counts``) overlap no tile."""
     bsz, nf = face_vertices.shape[:2]
     cfg = binning.resolve_tiling(cfg, passes.backend, opts.image_size, nf)
     grid = binning.make_grid(opts.image_size, cfg.tile, bsz, nf)
     fv = face_vertices.reshape(grid.num_faces, 3, 3)
     face = face_setup(fv)
-    ft = binning.face_tiles(face, scalars.sigma_val, scalars.dist_eps, grid)
-    tex = textures.reshape((grid.num_faces,) + textures.shape[2:])
+    present = binning.face_present(face_counts, grid)
+    ft = binning.face_tiles(face, scalars.sigma_val, scalars.dist_eps, grid, present)
+    tex = _per_face(textures, grid.num_faces)
     capacity = binning.pair_capacity(cfg, grid, passes.backend)
     ctx = Context(cfg, grid, capacity, fv, face, ft, tex, scalars, opts, None)
     return ctx._replace(extra=passes.setup(ctx))
 
 
-def _forward(passes: Passes, face_vertices, textures, scalars, opts, cfg):
-    nf = face_vertices.shape[1]
-    ctx = prepare(passes, face_vertices, textures, scalars, opts, cfg)
+def _forward(passes: Passes, face_vertices, textures, scalars, opts, cfg, face_counts):
+    ctx = prepare(passes, face_vertices, textures, scalars, opts, cfg, face_counts)
+    nf = binning.tile_faces_per_image(face_counts, ctx.grid, face_vertices.dtype)
     grid = ctx.grid
     rows = grid.num_tiles + int(passes.sentinel_tile)
     state = aggregate.init_state((rows, grid.tile_pixels), opts, scalars, face_vertices.dtype)
@@ -97,10 +100,12 @@ def _forward(passes: Passes, face_vertices, textures, scalars, opts, cfg):
     return binning.tiles_to_image(out, grid), (aggregate.saved_state(state), out)
 
 
-def _backward(passes: Passes, face_vertices, textures, scalars, opts, cfg, saved, g_image):
-    nf = face_vertices.shape[1]
+def _backward(
+    passes: Passes, face_vertices, textures, scalars, opts, cfg, face_counts, saved, g_image
+):
     dtype = face_vertices.dtype
-    ctx = prepare(passes, face_vertices, textures, scalars, opts, cfg)
+    ctx = prepare(passes, face_vertices, textures, scalars, opts, cfg, face_counts)
+    nf = binning.tile_faces_per_image(face_counts, ctx.grid, dtype)
     g = binning.image_to_tiles(g_image.astype(dtype), ctx.grid)  # [NT, P, 4]
     state, out = saved
     consts = aggregate.backward_consts(state, out, g, opts, nf)
@@ -115,7 +120,19 @@ def _backward(passes: Passes, face_vertices, textures, scalars, opts, cfg, saved
     )
     g_fv, g_tex, g_sc = passes.backward_result(ctx, acc)
     g_scalars = aggregate.scalar_grads(tuple(g_sc), consts, scalars, opts, dtype)
-    return g_fv.reshape(face_vertices.shape), g_tex.reshape(textures.shape), g_scalars
+    g_tex = jax.tree.map(lambda g, t: g.reshape(t.shape), g_tex, textures)
+    return g_fv.reshape(face_vertices.shape), g_tex, g_scalars
+
+
+def _per_face(textures, num_faces: int):
+    """Textures with the (batch, face) axes flattened to one face axis; a UV texture's image
+    stays ``[B, H, W, 3]`` (it is per mesh, not per face)."""
+    if isinstance(textures, UVTexture):
+        return textures._replace(
+            face_uvs=textures.face_uvs.reshape(num_faces, 3, 2),
+            face_tint=textures.face_tint.reshape(num_faces, 3),
+        )
+    return textures.reshape((num_faces,) + textures.shape[2:])
 
 
 def streamed_rasterizer(passes: Passes, doc: str) -> Callable:
@@ -126,22 +143,33 @@ def streamed_rasterizer(passes: Passes, doc: str) -> Callable:
       doc: the op's docstring.
 
     Returns:
-      ``op(face_vertices, textures, scalars, opts, cfg) -> [B, S, S, 4]`` RGBA, differentiable
-      with respect to ``face_vertices``, ``textures`` and ``scalars`` (``opts`` and ``cfg``
-      are static).
+      ``op(face_vertices, textures, scalars, opts, cfg, face_counts=None) -> [B, S, S, 4]``
+      RGBA, differentiable with respect to ``face_vertices``, ``textures`` and ``scalars``
+      (``opts`` and ``cfg`` are static; ``face_counts``, ``None`` or ``[B]`` int32, marks the
+      padding faces of a padded batch).
     """
 
     @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
-    def op(face_vertices, textures, scalars: Scalars, opts: StaticOptions, cfg: TilingConfig):
-        return _forward(passes, face_vertices, textures, scalars, opts, cfg)[0]
+    def op(
+        face_vertices,
+        textures,
+        scalars: Scalars,
+        opts: StaticOptions,
+        cfg: TilingConfig,
+        face_counts=None,
+    ):
+        return _forward(passes, face_vertices, textures, scalars, opts, cfg, face_counts)[0]
 
-    def fwd(face_vertices, textures, scalars, opts, cfg):
-        image, saved = _forward(passes, face_vertices, textures, scalars, opts, cfg)
-        return image, (face_vertices, textures, scalars, saved)
+    def fwd(face_vertices, textures, scalars, opts, cfg, face_counts=None):
+        image, saved = _forward(passes, face_vertices, textures, scalars, opts, cfg, face_counts)
+        return image, (face_vertices, textures, scalars, face_counts, saved)
 
     def bwd(opts, cfg, res, g):
-        face_vertices, textures, scalars, saved = res
-        return _backward(passes, face_vertices, textures, scalars, opts, cfg, saved, g)
+        face_vertices, textures, scalars, face_counts, saved = res
+        grads = _backward(
+            passes, face_vertices, textures, scalars, opts, cfg, face_counts, saved, g
+        )
+        return grads + (None,)  # face_counts: integers, no cotangent
 
     op.defvjp(fwd, bwd)
     op.__doc__ = doc

@@ -2,8 +2,10 @@
 
 Each pass visits its tiles in groups of ``group`` tiles (the busiest first) and streams each
 group's faces in windows, so the largest live array is ``group * tile**2 * window`` pairs; the
-backward takes ``jax.grad`` of the shared surrogate per window. ``docs/pipeline.md`` describes
-the flow, ``docs/gradients.md`` the backward.
+backward takes ``jax.grad`` of the shared surrogate per window. UV textures are read with a
+gather from the ``[B, H, W, 3]`` images; the backward scatter-adds the image's gradient to the
+texels each window's bilinear taps read. ``docs/pipeline.md`` describes the flow,
+``docs/gradients.md`` the backward.
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ import jax.numpy as jnp
 from softjax.ops import aggregate, binning, streamed
 from softjax.ops.aggregate import mask_terms, terms_with_options
 from softjax.ops.binning import TilingConfig
-from softjax.ops.options import Scalars, StaticOptions
-from softjax.ops.pixel_face import FaceData, face_color, face_setup
+from softjax.ops.options import Scalars, StaticOptions, UVTexture
+from softjax.ops.pixel_face import FaceData, corners, face_color, face_setup, uv_color
 
 __all__ = ["TilingConfig", "rasterize_tiled", "setup_vjp"]
 
@@ -26,12 +28,19 @@ def _float_fields(face: FaceData) -> tuple[jax.Array, ...]:
     return tuple(getattr(face, k) for k in _FLOAT_FIELDS)
 
 
+def _tex_per_face(tex):
+    """The per-face texture data: ``[N, T, 3]``, or a UV texture's ``(face_uvs, face_tint)``
+    (the image is per mesh)."""
+    return (tex.face_uvs, tex.face_tint) if isinstance(tex, UVTexture) else tex
+
+
 def _gather(ctx: streamed.Context, fidx):
-    """Float fields, facing and textures of window ``fidx`` ([G, K], -1 = empty slot), shaped
-    [G, 1, K, ...]."""
+    """Float fields, facing and per-face textures of window ``fidx`` ([G, K], -1 = empty
+    slot), shaped [G, 1, K, ...]."""
     safe = jnp.maximum(fidx, 0)
     fields = tuple(f[safe][:, None] for f in ctx.extra)
-    return fields, ctx.face.front[safe][:, None], ctx.tex[safe][:, None]
+    tex_g = jax.tree.map(lambda t: t[safe][:, None], _tex_per_face(ctx.tex))
+    return fields, ctx.face.front[safe][:, None], tex_g
 
 
 def _terms(px, py, face, scalars: Scalars, opts: StaticOptions, fidx):
@@ -41,6 +50,45 @@ def _terms(px, py, face, scalars: Scalars, opts: StaticOptions, fidx):
 
 def _channels(colors):
     return tuple(colors[..., c] for c in range(colors.shape[-1]))
+
+
+def _colors(ctx: streamed.Context, t, face: FaceData, tex_g, fidx, delta=None):
+    """3 channel arrays ``[G, P, K]``: the window's colours, and for UV textures the bilinear
+    taps (else ``None``).
+
+    ``delta`` (UV only, the backward): ``[4, G, P, K, 3]`` zeros added to the texels each tap
+    reads; the gradient with respect to it is the gradient with respect to those texels,
+    which the backward scatter-adds into the image's gradient (differentiating with respect to
+    the whole image instead would build an image-sized gradient per window).
+    """
+    opts = ctx.opts
+    if opts.texture_type != "uv":
+        return _channels(face_color(t.w_clip, tex_g, opts.texture_type)), None
+    uvs, tint = tex_g  # [G, 1, K, 3, 2], [G, 1, K, 3]
+    image = ctx.tex.image
+    b = _image_index(ctx, fidx)[:, None, :]  # [G, 1, K]
+
+    def fetch(tap, rows, cols):
+        texel = image[b, rows, cols]  # [G, P, K, 3]
+        if delta is not None:
+            texel = texel + delta[tap]
+        return _channels(texel)
+
+    return uv_color(
+        t.w_clip,
+        face.inv_z,
+        t.depth,
+        (uvs[..., 0], uvs[..., 1]),
+        corners(tint),
+        fetch,
+        image.shape[1:3],
+        opts.uv_wrap,
+    )
+
+
+def _image_index(ctx: streamed.Context, fidx):
+    """The image (mesh) each face slot of ``fidx`` belongs to (empty slots: 0)."""
+    return jnp.maximum(fidx, 0) // ctx.grid.faces_per_image
 
 
 def _sweep(ctx: streamed.Context, p, carry, window_fn, k_size: int):
@@ -74,9 +122,10 @@ def _forward_pass(ctx: streamed.Context, p, state: aggregate.AggState) -> aggreg
 
     def window_fn(state, tiles, px, py, fidx):
         fields, front, tex_g = _gather(ctx, fidx)
-        t = _terms(px, py, FaceData(*fields, front=front), ctx.scalars, opts, fidx)
+        face = FaceData(*fields, front=front)
+        t = _terms(px, py, face, ctx.scalars, opts, fidx)
         st = jax.tree.map(lambda v: v[tiles], state)
-        colors = _channels(face_color(t.w_clip, tex_g, opts.texture_type))  # 3 x [G, P, K]
+        colors, _ = _colors(ctx, t, face, tex_g, fidx)  # 3 x [G, P, K]
         new = aggregate.update_state(st, t, colors, fidx[:, None, :], opts)
         return jax.tree.map(lambda v, n: v.at[tiles].set(n), state, new)
 
@@ -88,13 +137,16 @@ def _diff_scalars(scalars: Scalars) -> tuple:
 
 
 def _backward_init(ctx: streamed.Context):
-    """Per-face accumulators with one sentinel row for empty slots, and the scalars' sums."""
+    """Per-face accumulators with one sentinel row for empty slots, the scalars' sums and (UV
+    textures; else ``None``) the images' gradient ``[B, H, W, 3]``."""
     nfp = ctx.grid.num_faces + 1
     dtype = ctx.fv.dtype
+    uv = isinstance(ctx.tex, UVTexture)
     return (
         tuple(jnp.zeros((nfp,) + f.shape[1:], dtype) for f in ctx.extra),
-        jnp.zeros((nfp,) + ctx.tex.shape[1:], dtype),
+        jax.tree.map(lambda t: jnp.zeros((nfp,) + t.shape[1:], dtype), _tex_per_face(ctx.tex)),
         tuple(jnp.zeros((), dtype) for _ in _diff_scalars(ctx.scalars)),
+        jnp.zeros_like(ctx.tex.image) if uv else None,
     )
 
 
@@ -102,32 +154,47 @@ def _backward_pass(ctx: streamed.Context, consts: aggregate.BackwardConsts, p, a
     opts, scalars = ctx.opts, ctx.scalars
 
     def surrogate(leaves, front_g, tiles, px, py, fidx):
-        face_leaves, tex_g, scal = leaves
+        face_leaves, tex_g, scal, delta = leaves
         face_g = FaceData(*face_leaves, front=front_g)
         s2 = scalars._replace(sigma_val=scal[0], gamma_val=scal[1], near=scal[2], far=scal[3])
         t = _terms(px, py, face_g, s2, opts, fidx)
         c = jax.tree.map(lambda v: v[tiles], consts)
-        colors = _channels(face_color(t.w_clip, tex_g, opts.texture_type))
-        return aggregate.surrogate_total(t, colors, c, fidx[:, None, :], opts)
+        colors, taps = _colors(ctx, t, face_g, tex_g, fidx, delta)
+        total = aggregate.surrogate_total(t, colors, c, fidx[:, None, :], opts)
+        return total, None if taps is None else (taps.rows, taps.cols)
 
-    grad_fn = jax.grad(surrogate)
+    grad_fn = jax.grad(surrogate, has_aux=True)
+    uv = isinstance(ctx.tex, UVTexture)
 
     def window_fn(acc, tiles, px, py, fidx):
         fields, front, tex_g = _gather(ctx, fidx)
-        gl = grad_fn((fields, tex_g, _diff_scalars(scalars)), front, tiles, px, py, fidx)
+        delta = None
+        if uv:  # the texels the taps read (zeros): see _colors
+            g, k = fidx.shape
+            delta = jnp.zeros((4, g, px.shape[-1], k, 3), ctx.fv.dtype)
+        leaves = (fields, tex_g, _diff_scalars(scalars), delta)
+        gl, taps = grad_fn(leaves, front, tiles, px, py, fidx)
         dst = jnp.where(fidx >= 0, fidx, ctx.grid.num_faces)
         g_fields = tuple(a.at[dst].add(d[:, 0]) for a, d in zip(acc[0], gl[0], strict=True))
-        g_tex = acc[1].at[dst].add(gl[1][:, 0])
+        g_tex = jax.tree.map(lambda a, d: a.at[dst].add(d[:, 0]), acc[1], gl[1])
         g_sc = tuple(a + d for a, d in zip(acc[2], gl[2], strict=True))
-        return g_fields, g_tex, g_sc
+        g_image = acc[3]
+        if uv:  # empty slots have a zero cotangent: adding it to image 0 changes nothing
+            rows, cols = (jnp.stack(x) for x in taps)  # [4, G, P, K]
+            b = _image_index(ctx, fidx)[None, :, None, :]  # [1, G, 1, K]
+            g_image = g_image.at[b, rows, cols].add(gl[3])
+        return g_fields, g_tex, g_sc, g_image
 
     return _sweep(ctx, p, acc, window_fn, ctx.cfg.bwd_window)
 
 
 def _backward_result(ctx: streamed.Context, acc):
-    g_fields, g_tex, g_sc = acc
+    g_fields, g_tex, g_sc, g_image = acc
     g_fv = setup_vjp(ctx.fv, tuple(f[:-1] for f in g_fields))  # drop the sentinel rows
-    return g_fv, g_tex[:-1], g_sc
+    g_tex = jax.tree.map(lambda g: g[:-1], g_tex)
+    if g_image is not None:
+        g_tex = UVTexture(g_image, *g_tex)
+    return g_fv, g_tex, g_sc
 
 
 def setup_vjp(fv: jax.Array, g_fields: tuple) -> jax.Array:
@@ -152,10 +219,11 @@ rasterize_tiled = streamed.streamed_rasterizer(
 
     Args:
       face_vertices: ``[B, F, 3, 3]`` float, F >= 1.
-      textures: ``[B, F, T, 3]``.
+      textures: ``[B, F, T, 3]``, or a :class:`~softjax.ops.options.UVTexture`.
       scalars: :class:`Scalars` (``fill_back`` as a float 0/1 scalar).
       opts: :class:`StaticOptions`.
       cfg: :class:`TilingConfig` (0 fields: the XLA path's defaults).
+      face_counts: ``None`` or ``[B]`` int32, the real faces of each image of a padded batch.
 
     Returns:
       ``[B, S, S, 4]`` RGBA.
