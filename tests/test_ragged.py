@@ -237,3 +237,15 @@ def test_pad_meshes_errors():
     other_r = sj.Mesh.create(meshes[1].vertices, meshes[1].faces, texture_res=3)
     with pytest.raises(ValueError, match="same texels per face"):
         sj.pad_meshes([meshes[0], other_r])
+
+
+def test_save_obj_of_a_padded_mesh_writes_the_mesh(tmp_path):
+    meshes = _meshes()
+    padded = sj.pad_meshes(meshes)
+    one = jax.tree.map(lambda x: x[2:3], padded)  # the tetrahedron, padded to 320 faces
+    sj.save_obj(tmp_path / "tet.obj", one)
+    back = sj.load_obj(tmp_path / "tet.obj")
+    np.testing.assert_array_equal(back.faces, meshes[2].faces)
+    np.testing.assert_allclose(back.vertices, meshes[2].vertices)
+    with pytest.raises(ValueError, match="unpad_meshes"):
+        sj.save_obj(tmp_path / "all.obj", padded)

@@ -35,7 +35,7 @@ from softjax.io.sampling import SAMPLING_MODES
 from softjax.io.texels import check_res
 from softjax.io.texture_files import textured_face_lines, to_uint8, write_texture
 from softjax.io.uv_texture import uv_texture
-from softjax.mesh import Mesh
+from softjax.mesh import Mesh, unpad_meshes
 from softjax.ops.pixel_face import TEXTURE_TYPES
 
 __all__ = ["load_obj", "save_obj"]
@@ -202,7 +202,8 @@ def save_obj(
     Args:
       path: the ``.obj`` file to write; the ``.mtl`` / ``.png`` go next to it, named after its
         stem.
-      mesh: a :class:`~softjax.mesh.Mesh` with batch size 1.
+      mesh: a :class:`~softjax.mesh.Mesh` with batch size 1 (padded or not: the padding of
+        :func:`softjax.pad_meshes` is not written).
       save_texture: write colours as above (otherwise geometry only).
       texture_res_out: atlas cell size in pixels (>= 4). Each texel keeps a footprint of about
         ``(texture_res_out / R)^2 / 2`` pixels; with ``texture_res_out >= 3 * R`` (the default
@@ -218,8 +219,10 @@ def save_obj(
     if mesh.batch_size != 1:
         raise ValueError(
             f"save_obj writes a single mesh, but the mesh has batch size {mesh.batch_size}; "
-            "save each batch element separately"
+            "save each batch element separately (softjax.unpad_meshes splits a padded batch)"
         )
+    if mesh.face_counts is not None:  # a padded batch of one: write the mesh, not its padding
+        mesh = unpad_meshes(mesh)[0]
     path = Path(path)
     vertices = np.asarray(mesh.vertices[0], np.float64)
     faces = np.asarray(mesh.faces[0], np.int64) + 1

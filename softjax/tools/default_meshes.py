@@ -67,3 +67,63 @@ def target_shape(level: int = 4) -> Mesh:
     bump = 0.12 * np.exp(-((v[:, 0] + 0.15) ** 2 + v[:, 2] ** 2) / 0.02) * (v[:, 1] > 0)
     v[:, 1] += bump
     return Mesh.create(v.astype(np.float32), np.asarray(base.faces[0]))
+
+
+# The pose target's features: unit directions (in the mesh's frame) of its two bumps, their
+# heights and angular widths. Two bumps of different sizes off every symmetry plane of the
+# ellipsoid leave no rotation (other than the identity) that maps the shape onto itself.
+_BUMPS = (
+    ((0.55, 0.75, 0.35), 0.3, 0.1),  # the "head": large, up and to the right
+    ((-0.7, -0.1, 0.7), 0.2, 0.06),  # the "tail": smaller, back and to the left
+)
+_SEMI_AXES = (0.5, 0.32, 0.26)  # a three-axis ellipsoid: no rotational symmetry of the body
+
+
+def _asymmetric_radius(d: np.ndarray) -> np.ndarray:
+    """``[N]`` distance from the origin of the asymmetric blob's surface along unit ``d``
+    ``[N, 3]``."""
+    r = 1.0 / np.sqrt(np.sum((d / np.asarray(_SEMI_AXES)) ** 2, -1))
+    for direction, height, width in _BUMPS:
+        h = np.asarray(direction) / np.linalg.norm(direction)
+        r = r + height * np.exp(-(1.0 - d @ h) / width)
+    return r
+
+
+def _direction_colors(d: np.ndarray) -> np.ndarray:
+    """``[N, 3]`` colours of unit directions ``d`` ``[N, 3]``: red grows along +x, green along
+    +y, blue along +z (smooth, so every side has its own colour), with darker bands every 45
+    degrees of longitude (texture detail)."""
+    lon = np.arctan2(d[:, 0], d[:, 2])
+    band = 0.8 + 0.2 * np.sign(np.cos(4.0 * lon))
+    return np.clip((0.5 + 0.42 * d) * band[:, None], 0.0, 1.0)
+
+
+def asymmetric_blob(level: int = 3, texture_res: int = 2) -> Mesh:
+    """A textured shape with no rotational symmetry, for pose fitting (``softjax fit-pose``).
+
+    A three-axis ellipsoid (semi-axes 0.5, 0.32, 0.26) with two bumps of different sizes at
+    directions off its symmetry planes; the colour encodes the surface direction (red along +x,
+    green along +y, blue along +z, with darker longitude bands), so that both the silhouette and
+    the colours tell the pose.
+
+    Args:
+      level: icosphere subdivision level (3: 642 vertices, 1280 faces).
+      texture_res: ``R``, texels per face side.
+
+    Returns:
+      Mesh with batch size 1, centred near the origin inside the cube ``[-0.75, 0.75]^3``:
+      vertices ``[1, V, 3]`` float32, surface textures ``[1, F, R*R, 3]`` float32.
+    """
+    base = icosphere(level)
+    d = np.asarray(base.vertices[0], np.float64)
+    v = d * _asymmetric_radius(d)[:, None]
+    f = np.asarray(base.faces[0])
+    w = texel_barycentrics(texture_res)  # [R*R, 3]
+    # colour each texel by the direction of its point on the underlying sphere
+    p = np.einsum("tk,fkc->ftc", w, d[f])  # [F, R*R, 3]
+    p /= np.linalg.norm(p, axis=-1, keepdims=True)
+    tex = _direction_colors(p.reshape(-1, 3)).reshape(p.shape)
+    return Mesh.create(v.astype(np.float32), f, jnp.asarray(tex[None], jnp.float32))
+
+
+__all__ += ["asymmetric_blob"]
