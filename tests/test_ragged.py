@@ -249,3 +249,15 @@ def test_save_obj_of_a_padded_mesh_writes_the_mesh(tmp_path):
     np.testing.assert_allclose(back.vertices, meshes[2].vertices)
     with pytest.raises(ValueError, match="unpad_meshes"):
         sj.save_obj(tmp_path / "all.obj", padded)
+
+
+def test_default_capacity_of_a_padded_batch_follows_its_real_faces():
+    """A pass sorts all of its slots: with concrete counts the default capacity is that of the
+    real faces, not of the padded slots; an explicit capacity is kept."""
+    cfg = sj.TilingConfig()
+    grid = binning.make_grid(64, 4, 4, 20480)  # the default tile of dense meshes
+    padded = binning.pair_capacity(cfg, grid, "xla")
+    real = binning.padded_batch_capacity(cfg, "xla", 64, 4, 20480, 27200).capacity
+    assert real == 8 * 27200 + 4 * grid.num_tiles < padded
+    explicit = sj.TilingConfig(capacity=999)
+    assert binning.padded_batch_capacity(explicit, "xla", 64, 4, 20480, 27200) == explicit

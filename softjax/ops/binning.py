@@ -130,9 +130,35 @@ def pair_capacity(cfg: TilingConfig, grid: TileGrid, backend: str) -> int:
     """
     if cfg.capacity > 0:
         return cfg.capacity
+    return _default_capacity(backend, grid.num_faces, grid.num_tiles)
+
+
+def _default_capacity(backend: str, faces: int, tiles: int) -> int:
     d = _DEFAULTS[backend]
-    pairs = d.pairs_per_face * grid.num_faces + d.pairs_per_tile * grid.num_tiles
+    pairs = d.pairs_per_face * faces + d.pairs_per_tile * tiles
     return int(min(max(pairs, 4096), 1 << 24))
+
+
+def padded_batch_capacity(
+    cfg: TilingConfig, backend: str, image_size: int, batch: int, faces: int, real_faces: int
+) -> TilingConfig:
+    """``cfg`` with the default capacity of a padded batch sized by its real faces.
+
+    The default capacity grows with the face slots, and a pass sorts all of its slots, so a
+    batch padded to its largest mesh would pay for the padding in every pass. When the counts
+    are concrete, the default is the one of ``real_faces`` faces instead (an explicit
+    ``cfg.capacity`` is kept).
+
+    Args:
+      cfg: the caller's configuration; backend: ``'xla'`` or ``'pallas'``.
+      image_size, batch, faces: S, B and F (padded) of the call.
+      real_faces: the sum of the concrete face counts.
+    """
+    if cfg.capacity > 0:
+        return cfg
+    tile = resolve_tiling(cfg, backend, image_size, faces).tile
+    tiles = make_grid(image_size, tile, batch, faces).num_tiles
+    return cfg._replace(capacity=_default_capacity(backend, real_faces, tiles))
 
 
 class FaceTiles(NamedTuple):

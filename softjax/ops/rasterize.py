@@ -8,7 +8,8 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from softjax.ops import dispatch
+from softjax.concrete import concrete_value
+from softjax.ops import binning, dispatch
 from softjax.ops.binning import TilingConfig
 from softjax.ops.options import UVTexture, check_face_counts, check_inputs
 from softjax.ops.pallas_kernels import rasterize_pallas, resolve_config
@@ -148,6 +149,11 @@ def soft_rasterize(
         cfg = resolve_config(pallas_tiling)
     else:
         cfg = tiling or TilingConfig()
+    concrete_counts = None if counts is None else concrete_value(counts)
+    if concrete_counts is not None and backend in binning.BACKENDS:
+        b, f = fv.shape[:2]
+        real = int(concrete_counts.sum())
+        cfg = binning.padded_batch_capacity(cfg, backend, opts.image_size, b, f, real)
     return _rasterize(fv, tex, scalars, opts, backend, cfg, counts)
 
 
