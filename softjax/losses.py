@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-from softjax.concrete import concrete_value
+from softjax.concrete import check_face_counts, concrete_value
 
 VertexLoss = Callable[[ArrayLike], jax.Array]
 
@@ -133,18 +133,8 @@ def mesh_edges(faces: ArrayLike) -> np.ndarray:
 
 def _check_face_counts(face_counts: ArrayLike, b: int, f: int) -> np.ndarray:
     """Concrete ``[B]`` int64 face counts, each in ``[0, F]``."""
-    c = concrete_value(face_counts)
-    if c is None:
-        raise ValueError(
-            "face_counts must be concrete (NumPy or a non-traced jax array), not traced"
-        )
-    if c.shape != (b,):
-        raise ValueError(f"face_counts must have shape [B] = [{b}] (one per mesh), got {c.shape}")
-    if not np.issubdtype(c.dtype, np.integer):
-        raise ValueError(f"face_counts must be integers, got dtype {c.dtype}")
-    if c.size and (c.min() < 0 or c.max() > f):
-        raise ValueError(f"face_counts must lie in [0, F] = [0, {f}], got {c.tolist()}")
-    return c.astype(np.int64)
+    counts = check_face_counts(face_counts, b, f, need_concrete=True)
+    return np.asarray(counts).astype(np.int64)
 
 
 def _batched_faces(

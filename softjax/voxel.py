@@ -64,7 +64,7 @@ import numpy as np
 from jax import lax
 from jax.typing import ArrayLike
 
-from softjax.concrete import concrete_value
+from softjax.concrete import check_face_counts
 
 # Corner coordinate order (y, x, depth) of the original's projection along axis 0, 1, 2
 # (``voxelize_sub1``: ``faces[..., [2, 1, 0]]``, ``faces[..., [0, 2, 1]]``, unchanged).
@@ -164,18 +164,8 @@ def voxelize(
 
 
 def _check_face_counts(face_counts: ArrayLike, b: int, f: int) -> jax.Array:
-    """``face_counts`` as a ``[B]`` int32 array, after checking its shape, its dtype and (when
-    it is concrete) that its values lie in ``[0, F]``."""
-    counts = jnp.asarray(face_counts)
-    if counts.shape != (b,):
-        raise ValueError(
-            f"face_counts must have shape [B] = [{b}] (one per mesh), got {counts.shape}"
-        )
-    if not jnp.issubdtype(counts.dtype, jnp.integer):
-        raise ValueError(f"face_counts must be integers, got dtype {counts.dtype}")
-    values = concrete_value(counts)
-    if values is not None and values.size and (values.min() < 0 or values.max() > f):
-        raise ValueError(f"face_counts must lie in [0, F] = [0, {f}], got {values.tolist()}")
+    """``face_counts`` checked, as a ``[B]`` int32 array clipped to ``[0, F]``."""
+    counts = jnp.asarray(check_face_counts(face_counts, b, f))
     # clipped first: a traced count beyond int32 must not wrap around
     return jnp.clip(counts, 0, f).astype(jnp.int32)
 

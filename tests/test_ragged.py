@@ -160,7 +160,7 @@ def test_padding_faces_are_skipped_at_binning():
 @pytest.mark.parametrize(
     "counts,match",
     [
-        (np.array([1, 2, 3]), r"face_counts must have shape \[B\] = \(2,\)"),
+        (np.array([1, 2, 3]), r"face_counts must have shape \[B\] = \[2\]"),
         (np.array([1.0, 2.0]), "face_counts must be integers"),
         (np.array([1, F_PAD + 1]), r"face_counts must lie in \[0, F\]"),
         (np.array([-1, 2]), r"face_counts must lie in \[0, F\]"),

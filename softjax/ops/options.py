@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from softjax.concrete import check_face_counts as counts_checked
 from softjax.concrete import concrete_value
 from softjax.ops.pixel_face import AGGR_ALPHA, AGGR_RGB, DIST_FUNCS, TEXTURE_TYPES, UV_WRAPS
 
@@ -108,36 +109,11 @@ def _check_uv(image, face_uvs, face_tint, b: int, f: int):
 
 
 def check_face_counts(face_counts, batch: int, faces: int):
-    """Validates ``face_counts`` (``None``: every face is real).
-
-    Args:
-      face_counts: ``[B]`` integer array, or ``None``.
-      batch, faces: B and F of ``face_vertices``.
-
-    Returns:
-      ``None`` or an int32 ``[B]`` array.
-
-    Raises:
-      ValueError: a shape other than ``[B]``, a non-integer dtype, or (when concrete) a count
-        outside ``[0, F]``.
-    """
+    """``None``, or the checked ``[B]`` face counts as int32 (see
+    :func:`softjax.concrete.check_face_counts`)."""
     if face_counts is None:
         return None
-    counts = _as_array(face_counts)
-    if tuple(counts.shape) != (batch,):
-        raise ValueError(
-            f"face_counts must have shape [B] = ({batch},) (real faces per mesh), "
-            f"got {tuple(counts.shape)}"
-        )
-    if not jnp.issubdtype(counts.dtype, jnp.integer):
-        raise ValueError(f"face_counts must be integers, got dtype {counts.dtype}")
-    concrete = concrete_value(counts)
-    if concrete is not None and concrete.size and (concrete.min() < 0 or concrete.max() > faces):
-        raise ValueError(
-            f"face_counts must lie in [0, F] = [0, {faces}], got values in "
-            f"[{concrete.min()}, {concrete.max()}]"
-        )
-    return jnp.asarray(counts, jnp.int32)
+    return jnp.asarray(counts_checked(face_counts, batch, faces), jnp.int32)
 
 
 def check_inputs(
