@@ -1,12 +1,20 @@
 """Speed and memory of ``soft_rasterize`` on the CPU: tiled XLA path vs the dense reference.
 
     python bench/bench_rasterize.py [--quick] [--json bench/results/rasterize.json]
+    python bench/bench_rasterize.py --uv [--quick]   # surface vs UV textures, XLA path
 
 Geodesic spheres of 1280 / 5120 / 20480 faces at 64^2, 128^2, 256^2, and 1024^2 x ~39k faces.
 Every configuration runs in its own subprocess, so its peak resident memory (``ru_maxrss``) is
 its own. Times are medians over ``--repeats`` runs after a warm-up (compile) run, with
 ``block_until_ready``. Forward+backward is ``jax.grad`` of a fixed random weighting of the
 image with respect to face vertices and textures. Prints a table and writes JSON.
+
+``--uv`` compares the cost of the texture types on the tiled XLA path: the same spheres with
+one-texel surface textures and with a 256^2 UV-mapped image (latitude / longitude UVs, a tint
+per face; forward+backward differentiates the image, the UVs and the tints too), reporting
+milliseconds and nanoseconds per useful (pixel, candidate face) pair (``bench_gpu.py``'s
+measure of work). The Pallas kernels' cost of the UV gather (and of the backward's atomic
+adds) needs a GPU: ``bench/bench_gpu.py`` there.
 """
 
 from __future__ import annotations
@@ -38,9 +46,18 @@ def _worker(cfg: dict) -> dict:
     s, nf, backend = cfg["size"], cfg["faces"], cfg["backend"]
     fv, tex = sphere_scene(nf, batch=cfg.get("batch", 1))
     kw = dict(image_size=s, sigma_val=cfg["sigma"], backend=backend)
+    if cfg.get("texture") == "uv":  # tex: the differentiated UV arguments
+        tex = uv_sphere_textures(nf, batch=fv.shape[0])
+        kw["texture_type"] = "uv"
+    else:
+        tex = {"textures": tex}
     weights = jnp.asarray(np.random.default_rng(0).normal(size=(fv.shape[0], s, s, 4)), jnp.float32)
-    fwd = jax.jit(lambda v, t: sj.soft_rasterize(v, t, **kw))
-    grad = jax.jit(jax.grad(lambda v, t: jnp.sum(sj.soft_rasterize(v, t, **kw) * weights), (0, 1)))
+
+    def render(v, t):
+        return sj.soft_rasterize(v, **t, **kw)
+
+    fwd = jax.jit(render)
+    grad = jax.jit(jax.grad(lambda v, t: jnp.sum(render(v, t) * weights), (0, 1)))
     out = {}
     t0 = time.perf_counter()
     img = jax.block_until_ready(fwd(fv, tex))
@@ -59,7 +76,35 @@ def _worker(cfg: dict) -> dict:
         out[f"{name}_min_s"] = float(np.min(times))
     out["faces"] = int(fv.shape[1])
     out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    if cfg.get("texture"):  # the useful work of bench_gpu.py: (pixel, candidate face) pairs
+        from bench.bench_gpu import candidate_pairs
+
+        pairs = fv.shape[0] * candidate_pairs(fv[0], s, cfg["sigma"], 1e-4)
+        out["candidate_pairs"] = pairs
+        for name in ("fwd", "fwd_bwd"):
+            out[f"{name}_ns_per_pair"] = out[f"{name}_median_s"] * 1e9 / pairs
     return out
+
+
+def uv_sphere_textures(num_faces: int, batch: int = 1, image_size: int = 256) -> dict:
+    """UV arguments of ``soft_rasterize`` for :func:`bench.meshes.sphere_scene`'s sphere:
+    latitude / longitude corner UVs of the unit sphere (``uv_wrap='repeat'`` wraps the faces
+    at the seam), a random ``image_size``^2 image per mesh and a random tint per face."""
+    import numpy as np
+
+    from bench.meshes import geodesic_sphere
+
+    p = geodesic_sphere(max(1, int(round((num_faces / 20) ** 0.5))))  # as sphere_scene
+    u = 0.5 + np.arctan2(p[..., 2], p[..., 0]) / (2 * np.pi)
+    v = 0.5 + np.arcsin(np.clip(p[..., 1], -1.0, 1.0)) / np.pi
+    rng = np.random.default_rng(1)
+    return {
+        "textures": rng.uniform(0, 1, (batch, image_size, image_size, 3)).astype(np.float32),
+        "face_uvs": np.broadcast_to(np.stack([u, v], -1), (batch,) + u.shape + (2,))
+        .astype(np.float32)
+        .copy(),
+        "face_tint": rng.uniform(0.5, 1.5, (batch, len(p), 3)).astype(np.float32),
+    }
 
 
 def _run(cfg: dict, timeout: float) -> dict:
@@ -84,11 +129,17 @@ def main(argv=None) -> None:
     parser.add_argument("--no-dense", action="store_true", help="skip the dense reference")
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per config")
     parser.add_argument(
-        "--json", default=os.path.join(HERE, "results", "rasterize.json"), help="output file"
+        "--uv", action="store_true", help="surface vs UV textures on the XLA path (ns / pair)"
     )
+    parser.add_argument("--json", default=None, help="output file (default: bench/results/)")
     args = parser.parse_args(argv)
     if args.worker:
         print(json.dumps(_worker(json.loads(args.worker))), flush=True)
+        return
+    name = "rasterize_uv.json" if args.uv else "rasterize.json"
+    args.json = args.json or os.path.join(HERE, "results", name)
+    if args.uv:
+        write_results(args.json, _meta(args), uv_table(args))
         return
 
     sizes = (64, 128) if args.quick else (64, 128, 256)
@@ -128,9 +179,13 @@ def main(argv=None) -> None:
                 f"{r['covered_pixels']:>10} {speed:>8}",
                 flush=True,
             )
+    write_results(args.json, _meta(args), rows)
+
+
+def _meta(args) -> dict:
     import jax
 
-    meta = {
+    return {
         "machine": platform.machine(),
         "processor": platform.processor(),
         "cpus": os.cpu_count(),
@@ -140,7 +195,34 @@ def main(argv=None) -> None:
         "repeats": args.repeats,
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
-    write_results(args.json, meta, rows)
+
+
+def uv_table(args) -> list[dict]:
+    """``--uv``: surface (one texel) against UV textures on the XLA path, same spheres."""
+    configs = [(64, 1280), (128, 5120)] if args.quick else [(128, 1280), (128, 5120), (256, 5120)]
+    header = (
+        f"{'size':>6} {'faces':>6} {'texture':>8} {'fwd ms':>9} {'fwd+bwd ms':>11} "
+        f"{'Mpairs':>7} {'fwd ns/pair':>12} {'f+b ns/pair':>12}"
+    )
+    print(header)
+    print("-" * len(header))
+    rows = []
+    for s, f in configs:
+        for texture in ("surface", "uv"):
+            cfg = dict(size=s, faces=f, backend="xla", texture=texture, sigma=args.sigma)
+            r = _run(cfg | {"repeats": args.repeats}, args.timeout)
+            rows.append(r)
+            if "error" in r:
+                print(f"{s:>6} {f:>6} {texture:>8} error: {r['error']}", flush=True)
+                continue
+            print(
+                f"{s:>6} {r['faces']:>6} {texture:>8} {1e3 * r['fwd_median_s']:>9.1f} "
+                f"{1e3 * r['fwd_bwd_median_s']:>11.1f} {r['candidate_pairs'] / 1e6:>7.2f} "
+                f"{r['fwd_ns_per_pair']:>12.1f} {r['fwd_bwd_ns_per_pair']:>12.1f}",
+                flush=True,
+            )
+    print("Pallas kernels (GPU): the UV gather and the backward's atomic adds are unmeasured")
+    return rows
 
 
 def write_results(path: str, meta: dict, rows: list[dict]) -> None:

@@ -5,9 +5,11 @@ failure):
 
 1. ``environment``: JAX / jaxlib and package versions, devices, GPU name and memory, Python.
 2. ``correctness``: the Pallas kernels, the tiled XLA path and the dense reference on small
-   scenes for every mode combination and both texture types: forward images and float32
-   gradients with respect to face vertices and textures, with the tolerances of the CPU tests;
-   then ``backend='auto'``'s choice for each option set (``softjax.backend_report()``).
+   scenes for every mode combination with surface and vertex textures, and a covering subset
+   with UV textures (``UV_MODES``): forward images and float32 gradients with respect to face
+   vertices and textures (UV: the image, the corner UVs and the tints), with the tolerances of
+   the CPU tests; then ``backend='auto'``'s choice for each option set
+   (``softjax.backend_report()``).
 3. ``benchmark``: ``bench/bench_gpu.py``'s table (1024^2 spheres of 320 / 3,380 / 38,720 faces
    and the 256 x 64^2 reconstruction batch, forward and forward+backward, Pallas vs XLA).
 4. ``train_step``: the reconstruction training step at batch 64 (softras network, 642-vertex
@@ -59,7 +61,17 @@ TRAIN_SECONDS = 120  # the training section's training time (full run)
 # to 2e-5 absolute, float32 gradients to 2e-4 of max(largest reference entry, 1)
 FWD_ATOL = 2e-5
 GRAD_RTOL = 2e-4
-MODES = list(
+# UV textures (texture 'uv:WRAP', see mode_kwargs): every distance function, aggregation and
+# wrap mode at least once (the kernels' UV code is the same for every image size)
+UV_MODES = [
+    ("euclidean", "softmax", "prod", "uv:repeat"),
+    ("barycentric", "hard", "sum", "uv:clamp"),
+    ("hard", "softmax", "hard", "uv:clamp"),
+    ("euclidean", "hard", "prod", "uv:repeat"),
+    ("barycentric", "softmax", "sum", "uv:repeat"),
+]
+# the UV modes first: the newest kernel code is checked even if the time budget runs out
+MODES = UV_MODES + list(
     itertools.product(
         ("hard", "barycentric", "euclidean"),
         ("hard", "softmax"),
@@ -67,10 +79,11 @@ MODES = list(
         ("surface", "vertex"),
     )
 )
-# the smoke run (is the script sound?): both texture types and both rgb aggregations
+# the smoke run (is the script sound?): every texture type and both rgb aggregations
 SMOKE_MODES = [
     ("euclidean", "softmax", "prod", "surface"),
     ("barycentric", "hard", "sum", "vertex"),
+    ("euclidean", "softmax", "prod", "uv:clamp"),
 ]
 
 
@@ -199,7 +212,10 @@ def environment() -> dict:
 
 
 def _scene(seed: int, faces: int = 10):
-    """Overlapping triangles of both windings, some crossing near (z < 1) or beyond far."""
+    """Overlapping triangles of both windings, some crossing near (z < 1) or beyond far; their
+    textures by type: ``{'surface': [2, F, 4, 3], 'vertex': [2, F, 3, 3], 'uv': {...}}``, the
+    UV ones the differentiable arguments of ``soft_rasterize`` (a 6 x 10 image per mesh,
+    corner UVs in [-0.6, 1.6] so that the wrap mode matters, tints)."""
     rng = np.random.default_rng(seed)
     centre = rng.uniform(-0.7, 0.7, (2, faces, 1, 2))
     xy = centre + rng.normal(0.0, 0.35, (2, faces, 3, 2))
@@ -207,14 +223,22 @@ def _scene(seed: int, faces: int = 10):
     fv = np.concatenate([xy, z], -1).astype(np.float32)
     surface = rng.uniform(0, 1, (2, faces, 4, 3)).astype(np.float32)
     vertex = rng.uniform(0, 1, (2, faces, 3, 3)).astype(np.float32)
-    return fv, surface, vertex
+    uv = dict(
+        textures=rng.uniform(0, 1, (2, 6, 10, 3)).astype(np.float32),
+        face_uvs=rng.uniform(-0.6, 1.6, (2, faces, 3, 2)).astype(np.float32),
+        face_tint=rng.uniform(0.5, 1.5, (2, faces, 3)).astype(np.float32),
+    )
+    return fv, {"surface": surface, "vertex": vertex, "uv": uv}
 
 
 def _compile_value_and_grads(fv, tex, weights, backend: str, kw: dict):
-    """The compiled ``(image, (d/d vertices, d/d textures))`` of a weighted-sum loss."""
+    """The compiled ``(image, (d/d vertices, d/d textures))`` of a weighted-sum loss; ``tex``
+    is the textures array, or a dict of the UV arguments (``textures``, ``face_uvs``,
+    ``face_tint``), all differentiated."""
 
     def loss(v, t):
-        img = sj.soft_rasterize(v, t, backend=backend, **kw)
+        args = t if isinstance(t, dict) else {"textures": t}
+        img = sj.soft_rasterize(v, backend=backend, **args, **kw)
         return jnp.sum(img * weights), img
 
     return jax.jit(jax.value_and_grad(loss, (0, 1), has_aux=True)).lower(fv, tex).compile()
@@ -223,7 +247,10 @@ def _compile_value_and_grads(fv, tex, weights, backend: str, kw: dict):
 def mode_kwargs(dist: str, rgb: str, alpha: str, tex: str, **extra: Any) -> dict:
     """``soft_rasterize`` keyword arguments of one mode of the backend comparisons, here and in
     the CPU tests: a near / far clip that cuts faces, sigma and gamma large enough for gradients
-    at many pixels, a coloured background."""
+    at many pixels, a coloured background. ``tex``: ``'surface'``, ``'vertex'``, or
+    ``'uv:repeat'`` / ``'uv:clamp'`` (``texture_type='uv'`` with that ``uv_wrap``; the UV
+    arrays are the caller's)."""
+    tex, _, wrap = tex.partition(":")
     kw = dict(
         dist_func=dist,
         aggr_func_rgb=rgb,
@@ -235,6 +262,8 @@ def mode_kwargs(dist: str, rgb: str, alpha: str, tex: str, **extra: Any) -> dict
         gamma_val=1e-2,
         background_color=(0.2, 0.3, 0.4),
     )
+    if wrap:
+        kw["uv_wrap"] = wrap
     return kw | extra
 
 
@@ -243,20 +272,20 @@ CHECKED_BACKENDS = ("reference", "xla", "pallas")
 
 def correctness(smoke: bool, budget_end: float | None) -> dict:
     size = 12 if smoke else 16
-    fv, surface, vertex = _scene(0)
+    fv, textures = _scene(0)
     weights = np.random.default_rng(1).normal(size=(2, size, size, 4)).astype(np.float32)
     rows, failures = [], []
     modes = SMOKE_MODES if smoke else MODES
-    header = f"{'dist':>11} {'rgb':>7} {'alpha':>5} {'tex':>7} {'xla fwd':>8} {'pallas':>8} "
+    header = f"{'dist':>11} {'rgb':>7} {'alpha':>5} {'tex':>9} {'xla fwd':>8} {'pallas':>8} "
     header += f"{'xla grad':>9} {'pal grad':>9}  ok"
     print(header)
-    # Compilation dominates (about 6-18 s per mode on an H200, measured serially): the 108
-    # programs compile in a thread pool (XLA's and Triton's compilers release the GIL) while the
-    # loop below evaluates them in order.
+    # Compilation dominates (about 6-18 s per mode on an H200, measured serially): the 3
+    # programs per mode (123 in all) compile in a thread pool (XLA's and Triton's compilers
+    # release the GIL) while the loop below evaluates them in order.
     pool = ThreadPoolExecutor(max_workers=max(1, min(8, (os.cpu_count() or 2) - 1)))
     compiled = {}
     for dist, rgb, alpha, tex in modes:
-        t = surface if tex == "surface" else vertex
+        t = textures[tex.partition(":")[0]]
         kw = mode_kwargs(dist, rgb, alpha, tex, image_size=size)
         for backend in CHECKED_BACKENDS:
             compiled[(dist, rgb, alpha, tex, backend)] = pool.submit(
@@ -266,14 +295,14 @@ def correctness(smoke: bool, budget_end: float | None) -> dict:
         if budget_end is not None and time.perf_counter() > budget_end:
             rows.append({"mode": [dist, rgb, alpha, tex], "skipped": "time budget"})
             continue
-        t = surface if tex == "surface" else vertex
+        t = textures[tex.partition(":")[0]]
         row: dict[str, Any] = {"mode": [dist, rgb, alpha, tex]}
         started = time.perf_counter()
         try:
             results = {}
             for backend in CHECKED_BACKENDS:
                 (_, img), grads = compiled[(dist, rgb, alpha, tex, backend)].result()(fv, t)
-                results[backend] = np.asarray(img), [np.asarray(g) for g in grads]
+                results[backend] = np.asarray(img), [np.asarray(g) for g in jax.tree.leaves(grads)]
             ref_img, ref_g = results["reference"]
             scales = [max(float(np.abs(g).max()), 1.0) for g in ref_g]
             for backend in ("xla", "pallas"):
@@ -299,10 +328,10 @@ def correctness(smoke: bool, budget_end: float | None) -> dict:
             failures.append(f"{'/'.join(row['mode'])}: {row.get('error', 'tolerance')}")
         rows.append(row)
         if "error" in row:
-            print(f"{dist:>11} {rgb:>7} {alpha:>5} {tex:>7} error: {row['error'][:100]}")
+            print(f"{dist:>11} {rgb:>7} {alpha:>5} {tex:>9} error: {row['error'][:100]}")
         else:
             print(
-                f"{dist:>11} {rgb:>7} {alpha:>5} {tex:>7} {row['xla_fwd_max_diff']:>8.1e} "
+                f"{dist:>11} {rgb:>7} {alpha:>5} {tex:>9} {row['xla_fwd_max_diff']:>8.1e} "
                 f"{row['pallas_fwd_max_diff']:>8.1e} {row['xla_grad_rel_diff']:>9.1e} "
                 f"{row['pallas_grad_rel_diff']:>9.1e}  {row['ok']}  {row['wait_s']} s",
                 flush=True,
@@ -313,11 +342,12 @@ def correctness(smoke: bool, budget_end: float | None) -> dict:
     for dist, rgb, alpha, tex in modes:
         if budget_end is not None and time.perf_counter() > budget_end:
             break
-        t = surface if tex == "surface" else vertex
+        t = textures[tex.partition(":")[0]]
+        args = t if isinstance(t, dict) else {"textures": t}
         started = time.perf_counter()
         try:
             kw = mode_kwargs(dist, rgb, alpha, tex, image_size=size)
-            sj.soft_rasterize(fv, t, backend="auto", **kw).block_until_ready()
+            sj.soft_rasterize(fv, backend="auto", **args, **kw).block_until_ready()
             print(f"auto {dist}/{rgb}/{alpha}/{tex}: {time.perf_counter() - started:.1f} s")
         except Exception as e:  # 'auto' must never raise: that is a failure of the check
             failures.append(f"auto {dist}/{rgb}/{alpha}/{tex} raised {type(e).__name__}: {e}")

@@ -26,19 +26,24 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-MODES = [  # (dist, rgb, alpha, texture, texels per side, dist_eps)
+MODES = [  # (dist, rgb, alpha, texture, texels per side, dist_eps); 'uv:WRAP': a UV texture
     ("euclidean", "softmax", "prod", "surface", 1, 1e-4),
     ("euclidean", "hard", "prod", "surface", 1, 1e-10),
     ("barycentric", "softmax", "sum", "vertex", 1, 1e-4),
     ("hard", "hard", "hard", "surface", 3, 1e-4),
+    ("euclidean", "softmax", "prod", "uv:repeat", 0, 1e-4),
+    ("barycentric", "hard", "sum", "uv:clamp", 0, 1e-4),
 ]
+UV_IMAGE = (48, 40)  # H, W of the UV modes' texture images (any size gives the same code)
 
 # the options every mode shares
 FIXED = dict(image_size=64, background_color=(0.0, 0.0, 0.0), near=1.0, far=100.0, fill_back=True)
 FIXED.update(eps=1e-3, sigma_val=1e-4, gamma_val=1e-4, backend="pallas")
 
 
-def dump(out_dir: str, cfg_kw: dict) -> None:
+def dump(out_dir: str, cfg_kw: dict, modes=None) -> list[str]:
+    """Writes one ``.ttir`` file per kernel and mode (default :data:`MODES`) to ``out_dir``
+    and returns their paths."""
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -63,31 +68,49 @@ def dump(out_dir: str, cfg_kw: dict) -> None:
     fv = np.concatenate(
         [rng.uniform(-0.8, 0.8, (2, 9, 3, 2)), rng.uniform(2.0, 5.0, (2, 9, 3, 1))], -1
     ).astype(np.float32)
-    for dist, rgb, alpha, tex_type, res, dist_eps in MODES:
-        captured.clear()
-        tex = rng.uniform(size=(2, 9, 3 if tex_type == "vertex" else res * res, 3))
-        modes = dict(dist_func=dist, aggr_func_rgb=rgb, aggr_func_alpha=alpha)
-        f, t, opts, scalars, _ = check_inputs(
-            fv, tex.astype(np.float32), dist_eps=dist_eps, texture_type=tex_type, **modes, **FIXED
-        )
+    paths = []
+    try:
+        for dist, rgb, alpha, texture, res, dist_eps in MODES if modes is None else modes:
+            captured.clear()
+            tex_type, _, wrap = texture.partition(":")
+            uv = {}
+            if tex_type == "uv":
+                tex = rng.uniform(size=(2, *UV_IMAGE, 3))
+                uv = dict(
+                    face_uvs=rng.uniform(-0.5, 1.5, (2, 9, 3, 2)).astype(np.float32),
+                    face_tint=rng.uniform(0.5, 1.5, (2, 9, 3)).astype(np.float32),
+                    uv_wrap=wrap,
+                )
+            else:
+                tex = rng.uniform(size=(2, 9, 3 if tex_type == "vertex" else res * res, 3))
+            kw = dict(dist_func=dist, aggr_func_rgb=rgb, aggr_func_alpha=alpha, **uv, **FIXED)
+            f, t, opts, scalars, _ = check_inputs(
+                fv, tex.astype(np.float32), dist_eps=dist_eps, texture_type=tex_type, **kw
+            )
 
-        def loss(f, t, scalars, opts=opts):
-            return jnp.sum(rasterize_pallas(f, t, scalars, opts, cfg))
+            def loss(f, t, scalars, opts=opts):
+                return jnp.sum(rasterize_pallas(f, t, scalars, opts, cfg))
 
-        jax.export.export(
-            jax.jit(jax.grad(loss, (0, 1, 2))),
-            platforms=["cuda"],
-            disabled_checks=[jax.export.DisabledSafetyCheck.custom_call("__gpu$xla.gpu.triton")],
-        )(f, t, scalars)
-        assert len(captured) == 2, len(captured)
-        tag = f"{dist}_{rgb}_{alpha}_{tex_type}{res}"
-        for kind, text, warps in zip(
-            ("fwd", "bwd"), captured, (cfg.num_warps, cfg.bwd_num_warps), strict=True
-        ):
-            path = os.path.join(out_dir, f"{tag}_{kind}_w{warps}.ttir")
-            with open(path, "w") as fh:
-                fh.write(text.strip() + "\n")
-            print(path)
+            jax.export.export(
+                jax.jit(jax.grad(loss, (0, 1, 2))),
+                platforms=["cuda"],
+                disabled_checks=[
+                    jax.export.DisabledSafetyCheck.custom_call("__gpu$xla.gpu.triton")
+                ],
+            )(f, t, scalars)
+            assert len(captured) == 2, len(captured)
+            tag = f"{dist}_{rgb}_{alpha}_{tex_type}{wrap or res}"
+            for kind, text, warps in zip(
+                ("fwd", "bwd"), captured, (cfg.num_warps, cfg.bwd_num_warps), strict=True
+            ):
+                path = os.path.join(out_dir, f"{tag}_{kind}_w{warps}.ttir")
+                with open(path, "w") as fh:
+                    fh.write(text.strip() + "\n")
+                print(path)
+                paths.append(path)
+    finally:  # the next caller in this process gets the real lowering
+        triton_lowering.lower_jaxpr_to_triton_module = original
+    return paths
 
 
 def compile_all(in_dir: str, arch: int) -> None:

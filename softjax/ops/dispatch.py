@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from softjax.ops.binning import TilingConfig
-from softjax.ops.options import Scalars, StaticOptions
+from softjax.ops.options import Scalars, StaticOptions, UVTexture
 from softjax.ops.pallas_kernels import kernel_config, rasterize_pallas, resolve_config
 from softjax.ops.xla_tiled import rasterize_tiled
 
@@ -60,7 +60,11 @@ class OptionKey(NamedTuple):
 
     ``num_texels`` belongs here because the kernels unroll their texel lookup over it (one
     texel: a broadcast; more: a one-hot sum of ``T`` terms; the packed per-face rows have
-    ``9 + 3 T`` fields), so a lowering or compilation failure can depend on it. The
+    ``9 + 3 T`` fields), so a lowering or compilation failure can depend on it; it is 0 for
+    ``texture_type='uv'``, whose kernels gather from the image with offsets computed from its
+    size, the same code for every size. ``uv_wrap`` (``None`` unless the texture type is
+    ``'uv'``, so that it does not split the other option sets) selects the kernels' texel
+    addressing (a modulo or a clamp). The
     kernels' :class:`~softjax.ops.binning.TilingConfig` belongs here because its tile, windows,
     warps and stages are the Triton block shapes and launch parameters (resource limits are
     per configuration) and its capacity the number of binning passes; the check runs with the
@@ -77,14 +81,16 @@ class OptionKey(NamedTuple):
     num_texels: int
     dtype: str
     pallas_config: TilingConfig
+    uv_wrap: str | None = None  # 'repeat' / 'clamp' for texture_type='uv', else None
 
     def describe(self) -> str:
         """A readable one-line form, used as :func:`backend_report`'s key and in warnings."""
         own = kernel_config(self.pallas_config)
         cfg = "default" if own == kernel_config(TilingConfig()) else repr(own)
+        wrap = f", uv_wrap={self.uv_wrap}" if self.texture_type == "uv" else ""
         return (
             f"dist_func={self.dist_func}, aggr_func_rgb={self.aggr_rgb}, "
-            f"aggr_func_alpha={self.aggr_alpha}, texture_type={self.texture_type}, "
+            f"aggr_func_alpha={self.aggr_alpha}, texture_type={self.texture_type}{wrap}, "
             f"texels={self.num_texels}, dtype={self.dtype}, pallas_config={cfg}"
         )
 
@@ -147,7 +153,8 @@ def choose_backend(
       requested: ``'auto'``, ``'xla'``, ``'pallas'`` or ``'reference'`` (validated already).
       from_env: whether ``requested`` came from ``$SOFTJAX_BACKEND`` (for the report).
       opts: the call's :class:`StaticOptions`.
-      num_texels: ``textures.shape[2]`` (R*R texels per face, or 3 corner colours).
+      num_texels: ``textures.shape[2]`` (R*R texels per face, or 3 corner colours; 0 for UV
+        textures).
       dtype: the dtype of the call's face vertices and textures.
       pallas_config: the configuration the kernels would run with (``None``: the default).
 
@@ -162,6 +169,7 @@ def choose_backend(
         int(num_texels),
         jnp.dtype(dtype).name,
         kernel_config(pallas_config),
+        opts.uv_wrap if opts.texture_type == "uv" else None,
     )
     if requested != "auto":
         how = f"{ENV_VAR}={requested}" if from_env else f"backend={requested!r} passed"
@@ -188,7 +196,8 @@ def backend_report() -> dict[str, dict[str, str]]:
     Returns:
       ``{options: {'backend': 'pallas' | 'xla', 'reason': ...}}`` where ``options`` is a
       readable string of the static options that select the kernels' code (distance function,
-      aggregations, texture type, texels per face, dtype, Pallas configuration) and ``reason``
+      aggregations, texture type and UV wrap mode, texels per face, dtype, Pallas
+      configuration) and ``reason``
       one of ``'self-check passed (max diff ...)'``, ``'self-check failed: ...'``, ``'not a
       GPU'``, ``'SOFTJAX_BACKEND=...'`` or ``"backend='...' passed"``: the self-check's
       outcome once the option set has had one, else the choice of the latest call.
@@ -251,7 +260,7 @@ def _self_check(key: OptionKey) -> tuple[Decision, str | None]:
 
 def check_scene(
     key: OptionKey, dtype: Any
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, StaticOptions, dict[str, float]]:
+) -> tuple[np.ndarray, Any, np.ndarray, StaticOptions, dict[str, float]]:
     """The fixed scene of the self-check: 2 images of 16 x 16 pixels, 5 faces each.
 
     Faces of both windings overlap (so fill_back and the depth aggregation matter), one
@@ -259,15 +268,17 @@ def check_scene(
     is binned to all four 8x8 tiles, and the second image is the first rotated by 90 degrees with
     the faces in reverse order and other textures (a mixed-up batch offset shows). ``sigma_val``
     1e-2 makes each face's soft edge span about two pixels, so gradients are non-zero at many
-    pixels and the distance culling (``dist_eps``) and face binning take part.
+    pixels and the distance culling (``dist_eps``) and face binning take part. UV textures:
+    :func:`_check_uv_textures`.
 
     Args:
       key: the option set (its texture type and texels per face shape the textures).
       dtype: NumPy dtype of the arrays.
 
     Returns:
-      ``(face_vertices [2, 5, 3, 3], textures [2, 5, T, 3], cotangent weights [2, 16, 16, 4],
-      StaticOptions, scalar values)`` as NumPy arrays.
+      ``(face_vertices [2, 5, 3, 3], textures, cotangent weights [2, 16, 16, 4],
+      StaticOptions, scalar values)`` as NumPy arrays; ``textures`` is ``[2, 5, T, 3]``, or a
+      :class:`~softjax.ops.options.UVTexture` for ``texture_type='uv'``.
     """
     # (x, y, z) per corner; winding: clockwise on screen (y up) is front-facing
     faces = np.array(
@@ -282,7 +293,10 @@ def check_scene(
     rotated = np.stack([-faces[..., 1], faces[..., 0], faces[..., 2]], -1)[::-1]
     fv = np.stack([faces, rotated]).astype(dtype)
     rng = np.random.default_rng(20190527)
-    tex = rng.uniform(0.05, 0.95, (2, 5, key.num_texels, 3)).astype(dtype)
+    if key.texture_type == "uv":
+        tex = _check_uv_textures(rng, dtype)
+    else:
+        tex = rng.uniform(0.05, 0.95, (2, 5, key.num_texels, 3)).astype(dtype)
     weights = rng.normal(size=(2, 16, 16, 4)).astype(dtype)
     opts = StaticOptions(
         image_size=16,
@@ -291,9 +305,21 @@ def check_scene(
         aggr_rgb=key.aggr_rgb,
         aggr_alpha=key.aggr_alpha,
         texture_type=key.texture_type,
+        uv_wrap=key.uv_wrap or "repeat",
     )
     scalars = dict(sigma_val=1e-2, gamma_val=1e-2, near=1.0, far=6.0, eps=1e-3, dist_eps=1e-4)
     return fv, tex, weights, opts, scalars
+
+
+def _check_uv_textures(rng: np.random.Generator, dtype) -> UVTexture:
+    """The check scene's UV textures: a 6 x 5 image per mesh (not square: a row / column
+    mix-up shows), corner UVs in [-0.7, 1.7] (every face's UVs leave [0, 1], so the wrap mode
+    matters, and each spans several texels, so the bilinear weights vary over a face) and
+    tints in [0.6, 1.4]."""
+    image = rng.uniform(0.05, 0.95, (2, 6, 5, 3)).astype(dtype)
+    face_uvs = rng.uniform(-0.7, 1.7, (2, 5, 3, 2)).astype(dtype)
+    face_tint = rng.uniform(0.6, 1.4, (2, 5, 3)).astype(dtype)
+    return UVTexture(image, face_uvs, face_tint)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2))
@@ -327,7 +353,8 @@ def _compare(key: OptionKey) -> tuple[float, float]:
         "pallas": functools.partial(_image_and_grads, rasterize_pallas, opts, cfg),
         "xla": functools.partial(_image_and_grads, rasterize_tiled, opts, TilingConfig()),
     }
-    names = ("face_vertices", "textures", *Scalars._fields)
+    tex_names = [f"textures.{n}" for n in UVTexture._fields] if key.texture_type == "uv" else []
+    names = ("face_vertices", *(tex_names or ["textures"]), *Scalars._fields)
     worst_image = worst_grad = 0.0
     for fill_back in (0.0, 1.0):
         scalars = Scalars(

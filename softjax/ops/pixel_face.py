@@ -301,7 +301,7 @@ def face_color(w_clip, textures, texture_type: str):
       textures: ``[..., 1, K, T, C]`` per-face textures broadcast over pixels; ``T = R * R``
         texels for ``'surface'``, ``T = 3`` corner colours for ``'vertex'``. In the split layout
         a sequence of ``T`` texels, each a sequence of ``C`` channel arrays ``[..., 1, K]``.
-      texture_type: ``'surface'`` or ``'vertex'`` (static).
+      texture_type: ``'surface'`` or ``'vertex'`` (static; UV textures: :func:`uv_color`).
 
     Returns:
       ``[..., P, K, C]`` colours (split layout: a tuple of ``C`` arrays ``[..., P, K]``).
@@ -385,13 +385,20 @@ def uv_coords(w_clip, inv_z, depth, uvs):
 def _wrap_index(index, size: int, wrap: str):
     """Integer-valued float texel indices -> int32 in ``[0, size - 1]`` (``'repeat'``: modulo
     ``size``, so the filter wraps across the border; ``'clamp'``: the border texel)."""
-    i = jnp.clip(index, -_INDEX_LIMIT, _INDEX_LIMIT).astype(jnp.int32)
+    index = jnp.clip(index, -_INDEX_LIMIT, _INDEX_LIMIT)
     if wrap == "repeat":
-        i = jax.lax.rem(i, jnp.int32(size))  # the sign of the dividend: make it non-negative
-        return jnp.where(i < 0, i + size, i)
-    if wrap == "clamp":
-        return jnp.clip(i, 0, size - 1)
-    raise ValueError(f"unknown uv_wrap {wrap!r}")  # pragma: no cover - validated by the caller
+        # the modulo in floats (no integer division, slow on GPUs): ``index`` is an integer,
+        # so rounding can only put floor(index / size) one off, which the selects undo
+        i = (index - jnp.floor(index * (1.0 / size)) * size).astype(jnp.int32)
+        i = jnp.where(i < 0, i + size, i)
+        i = jnp.where(i >= size, i - size, i)
+    elif wrap == "clamp":
+        i = index.astype(jnp.int32)
+    else:  # pragma: no cover - validated by the caller
+        raise ValueError(f"unknown uv_wrap {wrap!r}")
+    # in range whatever the input (a NaN UV casts to an arbitrary integer): the kernels read
+    # memory at these indices
+    return jnp.clip(i, 0, size - 1)
 
 
 def uv_taps(u, v, size: tuple[int, int], wrap: str) -> UVTaps:
@@ -419,8 +426,12 @@ def uv_taps(u, v, size: tuple[int, int], wrap: str) -> UVTaps:
     x0 = jax.lax.stop_gradient(jnp.floor(x))
     y0 = jax.lax.stop_gradient(jnp.floor(y))
     fx, fy = x - x0, y - y0
-    j0, j1 = _wrap_index(x0, width, wrap), _wrap_index(x0 + 1.0, width, wrap)
-    i0, i1 = _wrap_index(y0, height, wrap), _wrap_index(y0 + 1.0, height, wrap)
+    j0, i0 = _wrap_index(x0, width, wrap), _wrap_index(y0, height, wrap)
+    if wrap == "repeat":  # the next texel, wrapping (cheaper than a second modulo)
+        j1 = jnp.where(j0 == width - 1, 0, j0 + 1)
+        i1 = jnp.where(i0 == height - 1, 0, i0 + 1)
+    else:  # from the float index: below -1, both taps are the border texel
+        j1, i1 = _wrap_index(x0 + 1.0, width, wrap), _wrap_index(y0 + 1.0, height, wrap)
     gx, gy = 1.0 - fx, 1.0 - fy
     return UVTaps(
         rows=(i0, i0, i1, i1),

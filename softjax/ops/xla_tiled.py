@@ -65,14 +65,17 @@ def _colors(ctx: streamed.Context, t, face: FaceData, tex_g, fidx, delta=None):
     if opts.texture_type != "uv":
         return _channels(face_color(t.w_clip, tex_g, opts.texture_type)), None
     uvs, tint = tex_g  # [G, 1, K, 3, 2], [G, 1, K, 3]
-    image = ctx.tex.image
-    b = _image_index(ctx, fidx)[:, None, :]  # [G, 1, K]
+    height, width = ctx.tex.image.shape[1:3]
+    texels = ctx.tex.image.reshape(-1, 3)  # [B H W, 3]
+    base = _image_index(ctx, fidx)[:, None, :] * height  # [G, 1, K]
 
     def fetch(tap, rows, cols):
-        texel = image[b, rows, cols]  # [G, P, K, 3]
+        # one flat row index: XLA's CPU gather is several times faster than with (b, i, j);
+        # the taps' indices are always in range
+        texel = texels.at[(base + rows) * width + cols].get(mode="promise_in_bounds")
         if delta is not None:
             texel = texel + delta[tap]
-        return _channels(texel)
+        return _channels(texel)  # 3 x [G, P, K]
 
     return uv_color(
         t.w_clip,
@@ -81,7 +84,7 @@ def _colors(ctx: streamed.Context, t, face: FaceData, tex_g, fidx, delta=None):
         (uvs[..., 0], uvs[..., 1]),
         corners(tint),
         fetch,
-        image.shape[1:3],
+        (height, width),
         opts.uv_wrap,
     )
 
@@ -146,7 +149,7 @@ def _backward_init(ctx: streamed.Context):
         tuple(jnp.zeros((nfp,) + f.shape[1:], dtype) for f in ctx.extra),
         jax.tree.map(lambda t: jnp.zeros((nfp,) + t.shape[1:], dtype), _tex_per_face(ctx.tex)),
         tuple(jnp.zeros((), dtype) for _ in _diff_scalars(ctx.scalars)),
-        jnp.zeros_like(ctx.tex.image) if uv else None,
+        jnp.zeros_like(ctx.tex.image).reshape(-1, 3) if uv else None,  # [B H W, 3]
     )
 
 
@@ -181,8 +184,10 @@ def _backward_pass(ctx: streamed.Context, consts: aggregate.BackwardConsts, p, a
         g_image = acc[3]
         if uv:  # empty slots have a zero cotangent: adding it to image 0 changes nothing
             rows, cols = (jnp.stack(x) for x in taps)  # [4, G, P, K]
-            b = _image_index(ctx, fidx)[None, :, None, :]  # [1, G, 1, K]
-            g_image = g_image.at[b, rows, cols].add(gl[3])
+            height, width = ctx.tex.image.shape[1:3]
+            base = _image_index(ctx, fidx)[None, :, None, :] * height  # [1, G, 1, K]
+            flat = (base + rows) * width + cols  # as _colors reads them
+            g_image = g_image.at[flat].add(gl[3], mode="promise_in_bounds")
         return g_fields, g_tex, g_sc, g_image
 
     return _sweep(ctx, p, acc, window_fn, ctx.cfg.bwd_window)
@@ -193,7 +198,7 @@ def _backward_result(ctx: streamed.Context, acc):
     g_fv = setup_vjp(ctx.fv, tuple(f[:-1] for f in g_fields))  # drop the sentinel rows
     g_tex = jax.tree.map(lambda g: g[:-1], g_tex)
     if g_image is not None:
-        g_tex = UVTexture(g_image, *g_tex)
+        g_tex = UVTexture(g_image.reshape(ctx.tex.image.shape), *g_tex)
     return g_fv, g_tex, g_sc
 
 

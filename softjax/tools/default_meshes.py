@@ -98,7 +98,7 @@ def _direction_colors(d: np.ndarray) -> np.ndarray:
     return np.clip((0.5 + 0.42 * d) * band[:, None], 0.0, 1.0)
 
 
-def asymmetric_blob(level: int = 3, texture_res: int = 2) -> Mesh:
+def asymmetric_blob(level: int = 2, texture_res: int = 2) -> Mesh:
     """A textured shape with no rotational symmetry, for pose fitting (``softjax fit-pose``).
 
     A three-axis ellipsoid (semi-axes 0.5, 0.32, 0.26) with two bumps of different sizes at
@@ -107,11 +107,12 @@ def asymmetric_blob(level: int = 3, texture_res: int = 2) -> Mesh:
     the colours tell the pose.
 
     Args:
-      level: icosphere subdivision level (3: 642 vertices, 1280 faces).
+      level: icosphere subdivision level (2: 162 vertices, 320 faces, enough for its shape and
+        quick to fit; 3: 642 vertices, 1280 faces).
       texture_res: ``R``, texels per face side.
 
     Returns:
-      Mesh with batch size 1, centred near the origin inside the cube ``[-0.75, 0.75]^3``:
+      Mesh with batch size 1, centred near the origin inside the cube ``[-0.6, 0.6]^3``:
       vertices ``[1, V, 3]`` float32, surface textures ``[1, F, R*R, 3]`` float32.
     """
     base = icosphere(level)

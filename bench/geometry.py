@@ -1,0 +1,230 @@
+"""The geometry suite: scenes whose faces fall on the screen tiles in very different ways, and
+the pair counts that say how much work each one really holds.
+
+Every scene is screen-space face vertices ``[B, F, 3, 3]`` with 1-texel textures, an image
+size and a sigma. ``pair_counts`` counts the *useful* (pixel, face) pairs (the face passes the
+``dist_eps`` test at the pixel: what any rasterizer must evaluate) and the *candidate* pairs
+(the (tile, face) pairs of the binning, and the pixels of those tiles), so a benchmark can
+report time per useful pair and candidates per useful pair.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import softjax as sj
+from bench.meshes import sphere_scene
+from softjax.ops import binning
+from softjax.ops.pixel_face import face_setup, pair_terms, pixel_centers
+
+DISTANCE, ELEVATION, VIEWING_ANGLE = 2.732, 30.0, 15.0  # the demos' and the protocol's camera
+
+
+class Scene(NamedTuple):
+    name: str
+    fv: np.ndarray  # [B, F, 3, 3] float32 screen space
+    tex: np.ndarray  # [B, F, 1, 3] float32
+    image_size: int
+    sigma: float
+
+
+def _screen(vertices: np.ndarray, faces: np.ndarray, azimuths, elevation=ELEVATION):
+    """Face vertices ``[len(azimuths) * B, F, 3, 3]`` of meshes ``[B, V, 3]`` seen by the demos'
+    look_at camera from each azimuth (views outer, meshes inner)."""
+    cfg = sj.RenderConfig(camera_mode="look_at", viewing_angle=VIEWING_ANGLE)
+    out = []
+    for az in azimuths:
+        eye = sj.get_points_from_angles(DISTANCE, elevation, float(az))
+        screen = sj.project(jnp.asarray(vertices, jnp.float32), cfg, eye=eye)
+        out.append(np.asarray(jax.vmap(lambda s, f: s[f])(screen, jnp.asarray(faces))))
+    return np.concatenate(out).astype(np.float32)
+
+
+def _tex(fv: np.ndarray, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return rng.uniform(0, 1, fv.shape[:2] + (1, 3)).astype(np.float32)
+
+
+def _sphere_mesh(level: int):
+    mesh = sj.icosphere(level)
+    return np.asarray(mesh.vertices[0]) * 0.5, np.asarray(mesh.faces[0])
+
+
+def spheres() -> list[Scene]:
+    """Centred spheres of 1,280 / 5,120 / 20,480 faces at 64^2 (sigma 1e-4) and 256^2
+    (sigma 1e-5)."""
+    out = []
+    for size, sigma in ((64, 1e-4), (256, 1e-5)):
+        for faces in (1280, 5120, 20480):
+            fv, tex = sphere_scene(faces)
+            out.append(Scene(f"sphere {faces} @{size}", fv, tex, size, sigma))
+    return out
+
+
+def flat_ellipsoid() -> list[Scene]:
+    """A sphere of 5,120 faces squashed to a disk 20 times thinner than wide, seen edge-on
+    (elevation 0) and from 30 degrees above its plane, at 128^2."""
+    v, f = _sphere_mesh(4)
+    v = v * np.array([1.6, 0.08, 1.6])
+    out = []
+    for el in (0.0, 30.0):
+        fv = _screen(v[None], f[None], [30.0], elevation=el)
+        out.append(Scene(f"flat ellipsoid {el:.0f} deg", fv, _tex(fv), 128, 1e-4))
+    return out
+
+
+def deform_target() -> Scene:
+    """``softjax deform``'s built-in target (a rounded box with a bump, 5,120 faces) from its 24
+    views at 64^2, sigma 1e-4 (the demo's settings)."""
+    from softjax.tools.default_meshes import target_shape
+
+    mesh = target_shape()
+    az = np.arange(24) * 15.0
+    fv = _screen(np.asarray(mesh.vertices), np.asarray(mesh.faces), az)
+    return Scene("deform target 24 views", fv, _tex(fv), 64, 1e-4)
+
+
+def recon_batch(batch: int = 64, views: int = 4) -> Scene:
+    """The reconstruction training batch: ``batch`` template spheres (642 vertices, 1,280
+    faces) with smooth random deformations, each from ``views`` azimuths, 64^2, sigma 1e-4."""
+    v, f = _sphere_mesh(3)
+    rng = np.random.default_rng(0)
+    k = rng.normal(size=(batch, 3, 3))
+    stretch = np.exp(0.4 * rng.normal(size=(batch, 1, 3)))
+    bend = 0.15 * np.sin(v[None] @ k)
+    verts = (v[None] + bend) * stretch
+    verts = verts / np.abs(verts).max(axis=(1, 2), keepdims=True) * 0.5
+    faces = np.broadcast_to(f, (batch,) + f.shape)
+    fv = _screen(verts, faces, np.arange(views) * (360.0 / views))
+    return Scene(f"recon batch {batch}x{views} views", fv, _tex(fv), 64, 1e-4)
+
+
+def slivers(count: int = 2000, size: int = 128) -> Scene:
+    """Long thin triangles: ``count`` slivers across most of the image, each about a pixel
+    high, at random angles and depths."""
+    rng = np.random.default_rng(1)
+    centre = rng.uniform(-0.3, 0.3, (count, 1, 2))
+    angle = rng.uniform(0, np.pi, (count, 1))
+    d = np.stack([np.cos(angle), np.sin(angle)], -1)  # [count, 1, 2]
+    n = np.stack([-np.sin(angle), np.cos(angle)], -1)
+    half = rng.uniform(0.5, 0.9, (count, 1, 1))
+    width = 2.0 / size
+    xy = np.concatenate(
+        [centre - half * d, centre + half * d, centre + 0.3 * half * d + width * n], axis=1
+    )
+    z = rng.uniform(2.0, 4.0, (count, 3, 1))
+    fv = np.concatenate([xy, z], -1)[None].astype(np.float32)
+    return Scene(f"slivers {count}", fv, _tex(fv), size, 1e-4)
+
+
+def suite() -> list[Scene]:
+    """Every scene of the geometry suite, cheapest first within each group."""
+    return [*spheres(), *flat_ellipsoid(), deform_target(), recon_batch(), slivers()]
+
+
+def _useful_in(c: jax.Array, image_size: int, sigma: float, dist_eps: float) -> jax.Array:
+    """Useful pairs of the faces ``c`` ``[K, 3, 3]`` (NaN rows: none) with every pixel."""
+    xs, ys = pixel_centers(image_size, c.dtype)
+    face = jax.tree.map(lambda t: t[None], face_setup(c))  # [1, K, ...]
+    terms = pair_terms(
+        xs.reshape(-1, 1),
+        ys.reshape(-1, 1),
+        face,
+        dist_func="euclidean",
+        sigma_val=sigma,
+        dist_eps=dist_eps,
+        gamma_val=1e-4,
+        near=1.0,
+        far=100.0,
+        fill_back=True,
+    )
+    return jnp.sum(terms.valid, dtype=jnp.int32)
+
+
+def pair_counts(scene: Scene, dist_eps: float = 1e-4, tile: int = 8) -> dict:
+    """Useful and candidate pair counts of a scene (euclidean distance).
+
+    Args:
+      scene: the scene; dist_eps: the culling probability.
+      tile: the tile size the candidate counts assume.
+
+    Returns:
+      ``useful``: (pixel, face) pairs that pass the ``dist_eps`` test; ``candidate_tiles``:
+      (tile, face) pairs of the binning; ``candidate_pixels``: ``candidate_tiles x tile^2``.
+    """
+    fv = jnp.asarray(scene.fv)
+    b, f = fv.shape[:2]
+    grid = binning.make_grid(scene.image_size, tile, b, f)
+    ft = binning.face_tiles(face_setup(fv.reshape(-1, 3, 3)), scene.sigma, dist_eps, grid)
+    chunk = max(1, (1 << 22) // scene.image_size**2)  # about 4M pairs per step
+    flat = fv.reshape(-1, 3, 3)
+    flat = jnp.pad(flat, ((0, -flat.shape[0] % chunk), (0, 0), (0, 0)), constant_values=np.nan)
+    count = jax.jit(
+        lambda x: jnp.sum(
+            jax.lax.map(lambda c: _useful_in(c, scene.image_size, scene.sigma, dist_eps), x)
+        )
+    )
+    return {
+        "useful": int(count(flat.reshape(-1, chunk, 3, 3))),
+        "candidate_tiles": int(ft.total),
+        "candidate_pixels": int(ft.total) * tile * tile,
+    }
+
+
+def time_scene(scene: Scene, repeats: int = 3, backend: str = "xla") -> dict:
+    """Median forward and forward+backward seconds of ``soft_rasterize`` on a scene (the
+    backward: ``jax.grad`` of a fixed random weighting of the image w.r.t. the vertices and
+    textures), after a compile run."""
+    import time
+
+    kw = dict(image_size=scene.image_size, sigma_val=scene.sigma, backend=backend)
+    b, s = scene.fv.shape[0], scene.image_size
+    weights = jnp.asarray(np.random.default_rng(0).normal(size=(b, s, s, 4)), jnp.float32)
+    fwd = jax.jit(lambda v, t: sj.soft_rasterize(v, t, **kw))
+    grad = jax.jit(jax.grad(lambda v, t: jnp.sum(sj.soft_rasterize(v, t, **kw) * weights), (0, 1)))
+    out = {}
+    for name, fn in (("fwd", fwd), ("fwd_bwd", grad)):
+        jax.block_until_ready(fn(scene.fv, scene.tex))
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            jax.block_until_ready(fn(scene.fv, scene.tex))
+            times.append(time.perf_counter() - t0)
+        out[f"{name}_ms"] = 1e3 * float(np.median(times))
+    return out
+
+
+def run_suite(repeats: int = 3, backend: str = "xla", names: str | None = None) -> list[dict]:
+    """Counts and times every scene (``names``: comma-separated substrings to keep); prints one
+    table row per scene as it goes and returns the rows."""
+    header = (
+        f"{'scene':<26} {'B x F':>12} {'S':>4} {'useful':>9} {'cand/useful':>11} "
+        f"{'fwd ms':>8} {'f+b ms':>8} {'fwd ns/u':>9} {'f+b ns/u':>9}"
+    )
+    print(header)
+    print("-" * len(header), flush=True)
+    rows = []
+    for scene in suite():
+        if names and not any(n.strip() in scene.name for n in names.split(",")):
+            continue
+        row = {"scene": scene.name, "batch": scene.fv.shape[0], "faces": scene.fv.shape[1]}
+        row.update(image_size=scene.image_size, sigma=scene.sigma, **pair_counts(scene))
+        row.update(time_scene(scene, repeats, backend))
+        for k in ("fwd", "fwd_bwd"):
+            row[f"{k}_ns_per_useful"] = 1e6 * row[f"{k}_ms"] / max(row["useful"], 1)
+        rows.append(row)
+        print(
+            f"{scene.name:<26} {row['batch']:>4} x {row['faces']:>5} {row['image_size']:>4} "
+            f"{row['useful']:>9} {row['candidate_pixels'] / max(row['useful'], 1):>11.1f} "
+            f"{row['fwd_ms']:>8.1f} {row['fwd_bwd_ms']:>8.1f} "
+            f"{row['fwd_ns_per_useful']:>9.1f} {row['fwd_bwd_ns_per_useful']:>9.1f}",
+            flush=True,
+        )
+    worst = max(r["fwd_bwd_ns_per_useful"] for r in rows)
+    best = min(r["fwd_bwd_ns_per_useful"] for r in rows)
+    print(f"forward+backward ns per useful pair: worst / best = {worst / best:.1f}x")
+    return rows
