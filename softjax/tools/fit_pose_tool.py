@@ -17,9 +17,10 @@ Loss: ``1 - soft IoU`` of the silhouettes (:func:`softjax.losses.iou_loss`), plu
 ``color_weight`` times the squared RGB error inside the target's silhouette, per unit of its
 area (views with colour, and only when the mesh's colours vary). The renderer is
 :func:`fit_config` (the demos' camera and settings, no lighting, softmax colour aggregation);
-``sigma`` is annealed geometrically over the first 70% of the steps, from 3 to 1 times
-:func:`default_sigmas` (in units of the pixel size, so the blur is the same at every
-resolution). Adam, learning rates decayed by a cosine to 5%.
+``sigma`` is annealed geometrically over the first 70% of the steps from the first to the
+last value of :func:`default_sigmas` (1e-3 to 1e-4 at 32 x 32 pixels, scaled by the pixel area
+at other sizes, so that the blur is the same at every resolution), then held. Adam, learning
+rates decayed by a cosine to 5%.
 
 Restarts: ``candidates`` random rotations (uniform over rotations) are scored (loss at the
 first sigma); the best ``restarts``, at least ``min_angle`` degrees apart, are optimised
@@ -90,10 +91,11 @@ __all__ = [
 ]
 
 ROTATIONS = ("quaternion", "6d")
-# The sigma schedule at 32 x 32 pixels (scaled by the pixel area at other sizes): the last
-# sigma blurs edges over about a third of a pixel, which keeps the gradient of a 1-degree turn
-# alive; the first, 3 times larger, reaches a little further for the first steps.
-SIGMA_END_32 = 3e-4
+# The sigma schedule at 32 x 32 pixels (scaled by the pixel area at other sizes). Sigma is a
+# squared distance: at the end, the demos' 1e-4, an edge blurs over about a sixth of a pixel
+# (sharp enough to tell a 1 degree turn); at the start, 10 times that, over about half a pixel,
+# so that the first steps still feel an edge that is a pixel or so off.
+SIGMA_END_32 = 1e-4
 SIGMA_START_32 = 1e-3
 
 
@@ -185,7 +187,12 @@ def random_quaternions(key: jax.Array, n: int) -> jax.Array:
     return jnp.where(q[..., :1] < 0, -q, q)
 
 
-def apply_pose(vertices: jax.Array, rotation: jax.Array, translation: jax.Array, scale=1.0):
+def apply_pose(
+    vertices: jax.Array,
+    rotation: jax.Array,
+    translation: jax.Array,
+    scale: float | jax.Array = 1.0,
+) -> jax.Array:
     """``scale * R v + t`` for every vertex ``v``.
 
     Args:
@@ -251,7 +258,7 @@ def fit_config(image_size: int) -> RenderConfig:
 
 def default_sigmas(image_size: int) -> tuple[float, float]:
     """The first and the last ``sigma_val`` of the annealing for ``image_size x image_size``
-    images: 1e-3 and 3e-4 at 32 pixels, times ``(32 / image_size)^2`` (sigma is a squared
+    images: 1e-3 and 1e-4 at 32 pixels, times ``(32 / image_size)^2`` (sigma is a squared
     distance in normalised device coordinates, and a pixel is ``2 / image_size`` across)."""
     area = (32.0 / image_size) ** 2
     return SIGMA_START_32 * area, SIGMA_END_32 * area
@@ -341,6 +348,8 @@ def load_targets(paths: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
             raise ValueError(f"target array not found: {paths[0]!r}") from None
         except Exception as e:
             raise ValueError(f"cannot read target array {paths[0]!r}: {e}") from None
+        if arr.ndim in (3, 4) and arr.shape[0] == 0:
+            raise ValueError(f"target array {paths[0]!r} holds no images (shape {arr.shape})")
         if arr.ndim == 4 and arr.shape[-1] == 4:
             rgba, color = _as_unit_float(arr, "targets"), np.ones(len(arr), bool)
         elif arr.ndim == 3:
@@ -426,7 +435,7 @@ class _Setup(NamedTuple):
 
 
 class _Shape(NamedTuple):
-    """The mesh, shared by every problem and restart."""
+    """The mesh: one for every problem and restart."""
 
     mesh: Mesh  # the input mesh (batch size 1): faces, textures and whatever else it carries
     base: jax.Array  # [V, 3] its vertices minus the pivot
@@ -454,7 +463,7 @@ def _render_all(params: dict, shape: _Shape, targets: _Targets, setup: _Setup, s
 
     The poses are ``jax.vmap``'ed over problems and restarts; the ``P * R * N`` images are then
     one batch of the renderer (its own batch axis), which bins all their faces in one pass:
-    about 4 times faster on a CPU than ``jax.vmap`` of the renderer itself.
+    2 to 4 times faster on a CPU than ``jax.vmap`` of the renderer itself (measured).
     """
     verts = jax.vmap(jax.vmap(lambda p: _posed_vertices(p, shape, setup)))(params)
     p, r, v = verts.shape[:3]
@@ -540,12 +549,12 @@ class PoseResult(NamedTuple):
       rotation: ``[3, 3]`` float32 rotation matrix of ``quaternion``.
       translation: ``[3]`` float32: the pose is ``v -> scale * rotation @ v + translation``.
       scale: float (1.0 unless fitted).
-      loss: the best restart's final loss (at the config's ``sigma_val``).
+      loss: the best restart's final loss (at the last sigma).
       iou: mean over views of the binarised (> 0.5) silhouette IoU of the best restart.
       losses: ``[T, R]`` float32 loss of every restart at each step run (``T <= steps``).
-      frames: ``[K, N, S, S, 4]`` float32 renders (every view, at the config's sigma) of the
-        restart with the lowest loss at that moment, every ``snapshot_every`` steps and at the
-        end (``K = 0`` without snapshots).
+      frames: ``[K, N, S, S, 4]`` float32 renders (every view, at that step's sigma) of the
+        restart with the lowest loss at that step, every ``snapshot_every`` steps, and of the
+        best restart at the end (``K = 0`` without snapshots).
       best: index of the best restart.
       steps: steps run.
       interrupted: True when ``should_stop`` ended the fit early.
@@ -585,7 +594,8 @@ def _screen(
     ``min_angle`` degrees from the better ones picked before it (so that the restarts do not all
     fall into one basin), topped up with the next best where too few are that far apart.
 
-    The candidates are scored ``R`` at a time with the evaluation already compiled for the fit.
+    The candidates (``candidates`` rounded up to a multiple of ``R``) are scored ``R`` at a
+    time by the fit's own compiled step (no second compilation).
     """
     n_prob, r = params["translation"].shape[:2]
     chunks = -(-candidates // r)
@@ -627,12 +637,12 @@ def fit_poses(
     restarts: int = 4,
     steps: int = 60,
     seed: int = 0,
-    candidates: int = 32,
+    candidates: int = 64,
     min_angle: float = 45.0,
     fit_scale: bool = False,
     rotation: str = "quaternion",
     lr: float = 0.05,
-    color_weight: float = 10.0,
+    color_weight: float = 20.0,
     target_color: Sequence[Sequence[bool]] | None = None,
     sigma_start: float | None = None,
     sigma_end: float | None = None,
@@ -772,12 +782,12 @@ def fit_pose(
     restarts: int = 4,
     steps: int = 60,
     seed: int = 0,
-    candidates: int = 32,
+    candidates: int = 64,
     min_angle: float = 45.0,
     fit_scale: bool = False,
     rotation: str = "quaternion",
     lr: float = 0.05,
-    color_weight: float = 10.0,
+    color_weight: float = 20.0,
     target_color: Sequence[bool] | None = None,
     sigma_start: float | None = None,
     sigma_end: float | None = None,
@@ -881,16 +891,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--restarts", type=int, default=4, help="restarts optimised together")
     p.add_argument(
-        "--candidates", type=int, default=32, help="random rotations scored to pick restarts"
+        "--candidates", type=int, default=64, help="random rotations scored to pick restarts"
     )
     p.add_argument("--steps", type=int, default=60)
     p.add_argument("--seed", type=int, default=0, help="random pose (no --target) and restarts")
     p.add_argument("--scale", action="store_true", help="also fit a uniform scale")
     p.add_argument("--rotation", choices=ROTATIONS, default="quaternion", help="parametrisation")
     p.add_argument("--lr", type=float, default=0.05, help="Adam learning rate of the rotation")
-    p.add_argument("--color-weight", type=float, default=10.0, help="weight of the colour term")
+    p.add_argument("--color-weight", type=float, default=20.0, help="weight of the colour term")
     p.add_argument("--texture-res", type=int, default=2, help="texels per face side (OBJ)")
-    p.add_argument("--snapshot-every", type=int, default=2, help="steps between GIF frames")
+    p.add_argument(
+        "--snapshot-every", type=int, default=2, help="steps between GIF frames (0: first, last)"
+    )
 
 
 class _StopFlag:
@@ -1060,21 +1072,22 @@ def run(args: argparse.Namespace) -> int:
     else:
         cameras = load_cameras(args.cameras, None if args.cameras else 1)
         truth = _random_pose(np.random.default_rng(args.seed), args.scale)
-        eyes = get_points_from_angles(cameras[:, 0], cameras[:, 1], cameras[:, 2])
-        config = fit_config(args.image_size)
-        options = (args.rotation, args.scale)
-        targets = _render_targets(mesh, eyes, config, truth, args.restarts, options)
-        color = np.full(len(targets), True)
+        color = np.full(len(cameras), True)
         print(f"no --target: recovering a random pose (seed {args.seed}) of {name}")
-    n, size = targets.shape[0], targets.shape[1]
     eyes = get_points_from_angles(cameras[:, 0], cameras[:, 1], cameras[:, 2])
-    print(
-        f"fitting {name} ({mesh.num_vertices} vertices, {mesh.num_faces} faces) to {n} "
-        f"{size}x{size} target(s); {args.restarts} restarts, {args.steps} steps"
-    )
     os.makedirs(args.out, exist_ok=True)
+    # from here on a signal only sets the flag, checked between steps
     stop = _StopFlag().install()
     try:
+        if truth is not None:
+            options = (args.rotation, args.scale)
+            config = fit_config(args.image_size)
+            targets = _render_targets(mesh, eyes, config, truth, args.restarts, options)
+        n, size = targets.shape[0], targets.shape[1]
+        print(
+            f"fitting {name} ({mesh.num_vertices} vertices, {mesh.num_faces} faces) to {n} "
+            f"{size}x{size} target(s); {args.restarts} restarts, {args.steps} steps"
+        )
         result = fit_pose(
             mesh,
             targets,
@@ -1089,7 +1102,7 @@ def run(args: argparse.Namespace) -> int:
             lr=args.lr,
             color_weight=args.color_weight,
             target_color=color,
-            snapshot_every=max(args.snapshot_every, 0) or args.steps,
+            snapshot_every=args.snapshot_every or args.steps,
             progress=True,
             should_stop=stop,
         )
