@@ -223,7 +223,8 @@ def test_render_padded_batch_equals_each_alone(texture_type):
     eye = sj.get_points_from_angles(2.732, 30.0, 20.0)
     images = sj.render(padded, cfg, eye=eye)
     for b, m in enumerate(meshes):
-        np.testing.assert_allclose(images[b], sj.render(m, cfg, eye=eye)[0], rtol=0, atol=1e-6)
+        # a mesh alone may get another default tile (it depends on F): float32 rounding
+        np.testing.assert_allclose(images[b], sj.render(m, cfg, eye=eye)[0], rtol=0, atol=2e-5)
 
 
 def test_pad_meshes_errors():

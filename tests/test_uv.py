@@ -404,7 +404,7 @@ def test_uv_argument_errors(changes, message):
 def test_pallas_rejects_images_past_int32_offsets(monkeypatch):
     """The kernels address the flattened images with int32 offsets: a batch of images with
     ``B * H * W * 3 >= 2**31`` values is refused by name (the limit lowered to show it)."""
-    monkeypatch.setattr(pallas_kernels, "_OFFSET_LIMIT", IMAGE.size)
+    monkeypatch.setattr(pallas_kernels, "UV_OFFSET_LIMIT", IMAGE.size)
     with pytest.raises(ValueError, match=r"int32 offsets: B \* H \* W \* 3 = 210 .*'xla'"):
         sj.soft_rasterize(
             FV, IMAGE, face_uvs=UVS, texture_type="uv", image_size=6, backend="pallas"

@@ -66,7 +66,7 @@ def _check_config(cfg: TilingConfig) -> TilingConfig:
     return cfg
 
 
-_OFFSET_LIMIT = 2**31  # the kernels address the flattened UV images with int32 offsets
+UV_OFFSET_LIMIT = 2**31  # the kernels address the flattened UV images with int32 offsets
 
 
 class _UVStatic(NamedTuple):
@@ -99,7 +99,7 @@ def _setup(ctx: streamed.Context) -> _Table:
         uvs = ctx.tex.face_uvs.transpose(2, 1, 0).reshape(6, n)
         tex_rows = jnp.concatenate([uvs, ctx.tex.face_tint.T])
         image = ctx.tex.image.reshape(-1)  # texel (b, i, j) channel c at ((b H + i) W + j) 3 + c
-        if image.size >= _OFFSET_LIMIT:
+        if image.size >= UV_OFFSET_LIMIT:
             raise ValueError(
                 f"the Pallas kernels address the UV texture images with int32 offsets: "
                 f"B * H * W * 3 = {image.size} must be below 2**31; use backend='xla'"

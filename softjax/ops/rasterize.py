@@ -12,7 +12,7 @@ from softjax.concrete import concrete_value
 from softjax.ops import binning, dispatch
 from softjax.ops.binning import TilingConfig
 from softjax.ops.options import UVTexture, check_face_counts, check_inputs
-from softjax.ops.pallas_kernels import rasterize_pallas, resolve_config
+from softjax.ops.pallas_kernels import UV_OFFSET_LIMIT, rasterize_pallas, resolve_config
 from softjax.ops.reference import rasterize_reference
 from softjax.ops.xla_tiled import rasterize_tiled
 
@@ -139,6 +139,8 @@ def soft_rasterize(
     )
     counts = check_face_counts(face_counts, *fv.shape[:2])
     pallas_tiling = tiling if pallas_config is None else pallas_config
+    if backend == "auto" and isinstance(tex, UVTexture) and tex.image.size >= UV_OFFSET_LIMIT:
+        backend = "xla"  # the kernels address the image with int32 offsets
     if fv.shape[1] > 0:  # without faces every backend draws the background: nothing to check
         backend = dispatch.choose_backend(
             backend, from_env, opts, _num_texels(tex), fv.dtype, pallas_tiling
