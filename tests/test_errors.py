@@ -49,7 +49,7 @@ TEX = np.zeros((1, 2, 1, 3), np.float32)
         ),
         (FV, TEX, {"aggr_func_rgb": "max"}, "aggr_func_rgb must be one of"),
         (FV, TEX, {"aggr_func_alpha": "min"}, "aggr_func_alpha must be one of"),
-        (FV, TEX, {"texture_type": "uv"}, "texture_type must be one of"),
+        (FV, TEX, {"texture_type": "spherical"}, "texture_type must be one of"),
         (FV, TEX, {"backend": "cuda"}, "backend must be one of"),
         (FV, TEX, {"sigma_val": 0.0}, "sigma_val must be > 0"),
         (FV, TEX, {"gamma_val": -1.0}, "gamma_val must be > 0"),
