@@ -2,6 +2,7 @@
 
     python bench/bench_rasterize.py [--quick] [--json bench/results/rasterize.json]
     python bench/bench_rasterize.py --uv [--quick]   # surface vs UV textures, XLA path
+    python bench/bench_rasterize.py --suite geometry [--baseline ../other-checkout]
 
 Geodesic spheres of 1280 / 5120 / 20480 faces at 64^2, 128^2, 256^2, and 1024^2 x ~39k faces.
 Every configuration runs in its own subprocess, so its peak resident memory (``ru_maxrss``) is
@@ -15,6 +16,13 @@ per face; forward+backward differentiates the image, the UVs and the tints too),
 milliseconds and nanoseconds per useful (pixel, candidate face) pair (``bench_gpu.py``'s
 measure of work). The Pallas kernels' cost of the UV gather (and of the backward's atomic
 adds) needs a GPU: ``bench/bench_gpu.py`` there.
+
+``--suite geometry`` times the scenes of ``bench/geometry.py`` (spheres, a flattened ellipsoid
+edge-on and at 30 degrees, deform's target from 24 views, the reconstruction batch, slivers) on
+the XLA path and reports, per scene, useful and candidate pairs, milliseconds and nanoseconds
+per useful pair. ``--baseline DIR`` (a checkout of another commit) also times each scene with
+that checkout's ``softjax``, alternating with this one scene by scene, and reports the ratios:
+on a shared machine only ratios measured in one run compare.
 """
 
 from __future__ import annotations
@@ -131,10 +139,23 @@ def main(argv=None) -> None:
     parser.add_argument(
         "--uv", action="store_true", help="surface vs UV textures on the XLA path (ns / pair)"
     )
+    parser.add_argument("--suite", choices=["geometry"], help="the geometry suite (XLA path)")
+    parser.add_argument("--scenes", default=None, help="geometry: comma-separated name parts")
+    parser.add_argument(
+        "--baseline", default=None, help="geometry: a checkout of another commit to compare"
+    )
     parser.add_argument("--json", default=None, help="output file (default: bench/results/)")
+    parser.add_argument("--geometry-worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         print(json.dumps(_worker(json.loads(args.worker))), flush=True)
+        return
+    if args.geometry_worker:
+        print(json.dumps(_geometry_worker(args.geometry_worker, args.repeats)), flush=True)
+        return
+    if args.suite == "geometry":
+        args.json = args.json or os.path.join(HERE, "results", "rasterize_geometry.json")
+        write_results(args.json, _meta(args), geometry_table(args))
         return
     name = "rasterize_uv.json" if args.uv else "rasterize.json"
     args.json = args.json or os.path.join(HERE, "results", name)
@@ -180,6 +201,103 @@ def main(argv=None) -> None:
                 flush=True,
             )
     write_results(args.json, _meta(args), rows)
+
+
+def _geometry_worker(name: str, repeats: int) -> dict:
+    from bench import geometry
+
+    (scene,) = [sc for sc in geometry.suite() if sc.name == name]
+    return geometry.time_scene(scene, repeats)
+
+
+def _geometry_run(name: str, repeats: int, timeout: float, baseline: str | None) -> dict:
+    """Times one scene in a subprocess, with this checkout's ``softjax`` or the baseline's."""
+    import tempfile
+
+    root = os.path.dirname(HERE)
+    env = dict(os.environ)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = root
+        if baseline:  # the baseline's package, this checkout's benchmark scenes
+            os.symlink(os.path.join(os.path.abspath(baseline), "softjax"), f"{tmp}/softjax")
+            os.symlink(HERE, f"{tmp}/bench")
+            path = tmp
+        env["PYTHONPATH"] = path
+        cmd = [
+            sys.executable,
+            "-c",
+            "import sys; from bench import bench_rasterize as b; b.main(sys.argv[1:])",
+            "--geometry-worker",
+            name,
+            "--repeats",
+            str(repeats),
+        ]
+        try:
+            proc = subprocess.run(
+                cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=tmp
+            )
+        except subprocess.TimeoutExpired:
+            return {"error": f"timed out after {timeout:.0f} s"}
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        return {"error": f"exit {proc.returncode}: {' | '.join(tail)}"}
+    return json.loads(lines[-1])
+
+
+def geometry_table(args) -> list[dict]:
+    """The geometry suite: counts, times and ns per useful pair per scene (and the baseline's
+    times and the ratios with ``--baseline``); prints the table as it goes."""
+    from bench import geometry
+
+    base = args.baseline
+    header = (
+        f"{'scene':<26} {'B x F':>12} {'S':>4} {'useful':>9} {'cand/u':>7} "
+        f"{'fwd ms':>8} {'f+b ms':>8} {'fwd ns/u':>9} {'f+b ns/u':>9}"
+    )
+    if base:
+        header += f" {'base f+b ms':>11} {'fwd x':>6} {'f+b x':>6}"
+    print(header)
+    print("-" * len(header), flush=True)
+    rows = []
+    for scene in geometry.suite():
+        if args.scenes and not any(n.strip() in scene.name for n in args.scenes.split(",")):
+            continue
+        row = {"scene": scene.name, "batch": scene.fv.shape[0], "faces": scene.fv.shape[1]}
+        row.update(image_size=scene.image_size, sigma=scene.sigma, **geometry.pair_counts(scene))
+        if base:
+            row["baseline"] = _geometry_run(scene.name, args.repeats, args.timeout, base)
+        row.update(_geometry_run(scene.name, args.repeats, args.timeout, None))
+        rows.append(row)
+        if "error" in row or "error" in row.get("baseline", {}):
+            print(f"{scene.name:<26} error: {row.get('error') or row['baseline']['error']}")
+            continue
+        for k in ("fwd", "fwd_bwd"):
+            row[f"{k}_ns_per_useful"] = 1e6 * row[f"{k}_ms"] / max(row["useful"], 1)
+        line = (
+            f"{scene.name:<26} {row['batch']:>4} x {row['faces']:>5} {row['image_size']:>4} "
+            f"{row['useful']:>9} {row['candidate_pixels'] / max(row['useful'], 1):>7.1f} "
+            f"{row['fwd_ms']:>8.1f} {row['fwd_bwd_ms']:>8.1f} "
+            f"{row['fwd_ns_per_useful']:>9.1f} {row['fwd_bwd_ns_per_useful']:>9.1f}"
+        )
+        if base:
+            b = row["baseline"]
+            row["speedup_fwd"] = b["fwd_ms"] / row["fwd_ms"]
+            row["speedup_fwd_bwd"] = b["fwd_bwd_ms"] / row["fwd_bwd_ms"]
+            line += f" {b['fwd_bwd_ms']:>11.1f} {row['speedup_fwd']:>6.2f} "
+            line += f"{row['speedup_fwd_bwd']:>6.2f}"
+        print(line, flush=True)
+    done = [r for r in rows if "fwd_bwd_ns_per_useful" in r]
+    if done:
+        per = [r["fwd_bwd_ns_per_useful"] for r in done]
+        print(f"forward+backward ns per useful pair: worst / best = {max(per) / min(per):.2f}x")
+        if base:
+            for r in done:
+                b = r["baseline"]
+                r["baseline_fwd_bwd_ns_per_useful"] = 1e6 * b["fwd_bwd_ms"] / max(r["useful"], 1)
+            per_b = [r["baseline_fwd_bwd_ns_per_useful"] for r in done]
+            print(f"baseline: worst / best = {max(per_b) / min(per_b):.2f}x")
+    return rows
 
 
 def _meta(args) -> dict:

@@ -110,36 +110,35 @@ def init_state(shape, opts: StaticOptions, scalars: Scalars, dtype) -> AggState:
     return AggState(**st)
 
 
-def update_state(st: AggState, t: PairTerms, colors: tuple, fid, opts: StaticOptions) -> AggState:
-    """Folds one window of faces into the state.
+def window_state(t: PairTerms, colors: tuple, fid, opts: StaticOptions) -> AggState:
+    """The state of one window of faces on its own (as if no face came before it).
 
     Args:
-      st: the state, arrays ``[..., P]``.
       t: masked pair terms ``[..., P, K]``.
       colors: 3 arrays ``[..., P, K]``, the faces' colours at the pixels.
       fid: ``[..., 1, K]`` int32 flattened face ids (any value where the slot is empty).
       opts: static options.
 
     Returns:
-      the new :class:`AggState`.
+      :class:`AggState` of ``[..., P]`` arrays: the softmax sums relative to the window's own
+      ``zmax`` (``-inf`` where no face takes part), the hard colour of its nearest face (depth
+      ``inf`` where none).
     """
     new = {}
     if opts.aggr_alpha == "prod":
-        new["log1m"] = st.log1m + jnp.sum(jnp.where(t.valid, t.log1m_prob, 0.0), -1)
+        new["log1m"] = jnp.sum(jnp.where(t.valid, t.log1m_prob, 0.0), -1)
     elif opts.aggr_alpha == "sum":
-        new["asum"] = st.asum + jnp.sum(jnp.where(t.valid, t.prob, 0.0), -1)
+        new["asum"] = jnp.sum(jnp.where(t.valid, t.prob, 0.0), -1)
     else:
         hit = jnp.max(jnp.where(t.valid & (t.prob > 0.5), 1.0, 0.0), -1)
-        new["ahard"] = jnp.maximum(st.ahard, hit.astype(st.ahard.dtype))
+        new["ahard"] = hit.astype(t.prob.dtype)
     if opts.aggr_rgb == "softmax":
-        # online softmax: rescale the old sums when the window raises the maximum
-        zmax = jnp.maximum(st.zmax, jnp.max(jnp.where(t.rgb_ok, t.znorm_g, -jnp.inf), -1))
-        scale = jnp.exp(st.zmax - zmax)
+        zmax = jnp.max(jnp.where(t.rgb_ok, t.znorm_g, -jnp.inf), -1)
         e = jnp.exp(jnp.where(t.rgb_ok, t.znorm_g - zmax[..., None], 0.0))
         w = jnp.where(t.rgb_ok, t.prob * e, 0.0)
         new["zmax"] = zmax
-        new["wsum"] = st.wsum * scale + jnp.sum(w, -1)
-        new["acc"] = tuple(st.acc[c] * scale + jnp.sum(w * colors[c], -1) for c in range(3))
+        new["wsum"] = jnp.sum(w, -1)
+        new["acc"] = tuple(jnp.sum(w * colors[c], -1) for c in range(3))
     else:
         depth = jnp.where(t.rgb_ok & t.inside, t.depth, jnp.inf)
         dmin = jnp.min(depth, -1)
@@ -147,16 +146,56 @@ def update_state(st: AggState, t: PairTerms, colors: tuple, fid, opts: StaticOpt
         k = jnp.arange(depth.shape[-1], dtype=jnp.int32)
         first = jnp.min(jnp.where(depth == dmin[..., None], k, depth.shape[-1]), -1)
         sel = k == first[..., None]
-        better = dmin < st.zbest
-        new["zbest"] = jnp.where(better, dmin, st.zbest)
-        fsel = jnp.sum(jnp.where(sel, fid, 0), -1).astype(jnp.int32)
-        new["fbest"] = jnp.where(better, fsel, st.fbest)
-        rgb = []
-        for c in range(3):
-            col = jnp.sum(jnp.where(sel, colors[c], 0.0), -1)
-            rgb.append(jnp.where(better, col, st.rgb[c]))
-        new["rgb"] = tuple(rgb)
+        new["zbest"] = dmin
+        new["fbest"] = jnp.sum(jnp.where(sel, fid, 0), -1).astype(jnp.int32)
+        new["rgb"] = tuple(jnp.sum(jnp.where(sel, colors[c], 0.0), -1) for c in range(3))
     return AggState(**new)
+
+
+def combine(st: AggState, later: AggState, opts: StaticOptions) -> AggState:
+    """The state of the faces of ``st`` followed by those of ``later`` (an associative merge:
+    states of consecutive windows can be combined in any grouping, not only left to right).
+
+    Args:
+      st, later: states of ``[..., P]`` arrays (e.g. :func:`init_state` or
+        :func:`window_state` results); the faces of ``later`` come after those of ``st``, which
+        matters for ties of the hard colour (the earlier face wins).
+      opts: static options.
+    """
+    new = {}
+    if opts.aggr_alpha == "prod":
+        new["log1m"] = st.log1m + later.log1m
+    elif opts.aggr_alpha == "sum":
+        new["asum"] = st.asum + later.asum
+    else:
+        new["ahard"] = jnp.maximum(st.ahard, later.ahard)
+    if opts.aggr_rgb == "softmax":
+        # rescale both sums to the larger maximum; two empty states stay empty (not NaN)
+        zmax = jnp.maximum(st.zmax, later.zmax)
+        shift = jnp.where(zmax == -jnp.inf, 0.0, zmax)
+        s_a, s_b = jnp.exp(st.zmax - shift), jnp.exp(later.zmax - shift)
+        new["zmax"] = zmax
+        new["wsum"] = st.wsum * s_a + later.wsum * s_b
+        new["acc"] = tuple(st.acc[c] * s_a + later.acc[c] * s_b for c in range(3))
+    else:
+        better = later.zbest < st.zbest
+        new["zbest"] = jnp.where(better, later.zbest, st.zbest)
+        new["fbest"] = jnp.where(better, later.fbest, st.fbest)
+        new["rgb"] = tuple(jnp.where(better, later.rgb[c], st.rgb[c]) for c in range(3))
+    return AggState(**new)
+
+
+def update_state(st: AggState, t: PairTerms, colors: tuple, fid, opts: StaticOptions) -> AggState:
+    """Folds one window of faces into the state: ``combine(st, window_state(...))``.
+
+    Args:
+      st: the state, arrays ``[..., P]``.
+      t, colors, fid, opts: as for :func:`window_state`.
+
+    Returns:
+      the new :class:`AggState`.
+    """
+    return combine(st, window_state(t, colors, fid, opts), opts)
 
 
 def finalize(st: AggState, opts: StaticOptions, faces_per_image) -> tuple:

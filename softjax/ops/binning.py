@@ -37,7 +37,8 @@ class TilingConfig(NamedTuple):
       bwd_window: the same for the backward. XLA default: ``window``; Pallas default 8 (its
         in-kernel gradient keeps more values alive per pair; a power of two).
       capacity: (tile, face) pairs per binning pass; default from :func:`pair_capacity`.
-      group: XLA only, tiles processed together; default about 1024 pixels per step.
+      group: XLA only, work items (one tile's window of faces) per step; default about 1024
+        pixels per step.
       num_warps, bwd_num_warps, num_stages: Pallas only, Triton launch parameters of the
         forward and the backward kernel.
       interpret: Pallas only; ``True`` runs the kernels in the Pallas interpreter (any
@@ -170,10 +171,43 @@ class FaceTiles(NamedTuple):
     count: jax.Array  # [BF] tiles overlapped (0: face is off screen or not finite)
     inclusive: jax.Array  # [BF] cumulative count
     total: jax.Array  # scalar int32, number of (tile, face) pairs
+    # [BF, 3, 3] or None: per corner k, (a, b, c) of an affine function that is negative on
+    # the whole of a tile only when no pixel of the tile can use the face (see cull_lines)
+    lines: jax.Array | None = None
+
+
+def cull_lines(face: FaceData, grow, dist_func: str, image_size: int) -> jax.Array:
+    """Per face and corner k, the affine function ``a x + b y + c`` that a tile must reach (be
+    >= 0 somewhere on it) for any of its pixels to use the face, ``[BF, 3, 3]``.
+
+    The bounding box misses most of what it contains for thin, diagonal faces. A pixel beyond
+    the line of the edge opposite corner k, on the side away from the face, is not inside, and
+    its distance to the face is at least its distance to that line. So the face is useless to a
+    pixel whose barycentric weight ``w_k`` (the same ``a, b, c`` as ``pair_terms``) is below
+    ``-sqrt(T) |grad w_k|`` (euclidean), ``-sqrt(T)`` (barycentric: ``min_k w_k > -sqrt(T)``
+    is its test) or 0 (hard). Half a pixel of margin absorbs rounding; a line whose weight has
+    no usable gradient (a degenerate edge) or is not finite never culls.
+    """
+    g = jnp.sqrt(face.a * face.a + face.b * face.b)  # [BF, 3]
+    usable = jnp.isfinite(face.a) & jnp.isfinite(face.b) & jnp.isfinite(face.c) & (g > 0)
+    g_safe = jnp.where(usable, g, 1.0)
+    half_pixel = 1.0 / image_size  # in NDC
+    if dist_func == "euclidean":  # signed distance to the line, in NDC
+        a, b, c = face.a / g_safe, face.b / g_safe, face.c / g_safe + grow + half_pixel
+    else:
+        reach = grow if dist_func == "barycentric" else 0.0
+        a, b, c = face.a, face.b, face.c + reach + half_pixel * g_safe
+    c = jnp.where(usable, c, jnp.inf)  # never negative: never culls
+    return jnp.stack([jnp.where(usable, a, 0.0), jnp.where(usable, b, 0.0), c], -1)
 
 
 def face_tiles(
-    face: FaceData, sigma_val, dist_eps, grid: TileGrid, present: jax.Array | None = None
+    face: FaceData,
+    sigma_val,
+    dist_eps,
+    grid: TileGrid,
+    present: jax.Array | None = None,
+    dist_func: str | None = None,
 ) -> FaceTiles:
     """Tiles overlapped by each face's bounding box grown by ``sqrt(T)``.
 
@@ -183,6 +217,9 @@ def face_tiles(
       grid: the tiling.
       present: ``None`` or ``[BF]`` bool, False for the padding slots of a padded batch
         (they overlap no tile, so no pass ever visits them).
+      dist_func: the call's distance function: the passes then also drop the pairs whose tile
+        lies wholly beyond an edge line of the face (:func:`cull_lines`); ``None`` lists every
+        tile of the box.
     """
     s = grid.image_size
     grow = jnp.sqrt(jnp.maximum(threshold(sigma_val, dist_eps), 0.0))
@@ -215,39 +252,65 @@ def face_tiles(
     count = jnp.where(on_screen, width * (ty1 - ty0 + 1), 0).astype(jnp.int32)
     inclusive = jnp.cumsum(count).astype(jnp.int32)
     total = inclusive[-1] if count.shape[0] else jnp.int32(0)
-    return FaceTiles(tx0, ty0, width, count, inclusive, total)
+    lines = None if dist_func is None else cull_lines(face, grow, dist_func, s)
+    return FaceTiles(tx0, ty0, width, count, inclusive, total, lines)
+
+
+def _tile_reaches(lines: jax.Array, tx, ty, grid: TileGrid) -> jax.Array:
+    """Whether each tile ``(tx, ty)`` ``[C]`` reaches all three lines ``[C, 3, 3]`` of its face:
+    the maximum of an affine function over the tile's pixel centres is at a corner."""
+    t, s = grid.tile, grid.image_size
+    x_lo = pixel_center_x(tx * t, s)
+    x_hi = pixel_center_x(tx * t + t - 1, s)
+    y_hi = pixel_center_y(ty * t, s)
+    y_lo = pixel_center_y(ty * t + t - 1, s)
+    a, b, c = lines[..., 0], lines[..., 1], lines[..., 2]  # [C, 3]
+    x = jnp.where(a > 0, x_hi[:, None], x_lo[:, None])
+    y = jnp.where(b > 0, y_hi[:, None], y_lo[:, None])
+    return jnp.all(a * x + b * y + c >= 0, axis=-1)
 
 
 class Bins(NamedTuple):
     """One pass of (tile, face) pairs grouped by tile."""
 
-    faces: jax.Array  # [capacity] face ids sorted by tile (entries past the pass's pairs: junk)
+    faces: jax.Array  # [capacity] face ids sorted by tile
     start: jax.Array  # [NT + 1] first slot of each tile in ``faces`` (last entry: sentinel tile)
     count: jax.Array  # [NT + 1] number of faces of each tile in this pass
-    order: jax.Array  # [NT_pad] tile ids by decreasing count, padded with the sentinel NT
-    # (empty when bin_pass is called with group=0)
-    active_tiles: jax.Array  # scalar: tiles with count > 0
+    pairs: jax.Array  # scalar: the pairs of this pass, ``faces[:pairs]`` (the rest: junk)
 
 
 def num_passes(ft: FaceTiles, capacity: int) -> jax.Array:
     return (ft.total + capacity - 1) // capacity
 
 
-def bin_pass(ft: FaceTiles, pass_index, capacity: int, grid: TileGrid, group: int) -> Bins:
-    """Generates pass ``pass_index`` of the pairs and groups it by tile.
+def _slot_faces(ft: FaceTiles, first, capacity: int) -> jax.Array:
+    """The face owning each of the slots ``first .. first + capacity - 1`` of the face-major
+    enumeration (``nf - 1`` past the last pair), int32 ``[capacity]``.
 
-    ``group`` pads ``order`` to a multiple of it; 0 skips computing ``order``.
+    Each face marks the slot where its pairs start and a running maximum spreads the marks, which
+    is about 3x faster on the CPU than a binary search per slot.
     """
+    nf = ft.count.shape[0]
+    faces = jnp.arange(nf, dtype=jnp.int32)
+    owner = jnp.searchsorted(ft.inclusive, first, side="right").astype(jnp.int32)  # of slot 0
+    at = ft.inclusive - ft.count - first  # where each face starts, relative to this pass
+    at = jnp.where((at >= 0) & (ft.count > 0), at, capacity)  # elsewhere: dropped
+    marks = jnp.zeros((capacity,), jnp.int32).at[at].max(faces, mode="drop")
+    return jnp.minimum(jax.lax.cummax(jnp.maximum(marks, owner)), nf - 1)
+
+
+def bin_pass(ft: FaceTiles, pass_index, capacity: int, grid: TileGrid) -> Bins:
+    """Generates pass ``pass_index`` of the pairs and groups it by tile."""
     nt = grid.num_tiles
-    nf = grid.num_faces
     slot = pass_index * capacity + jnp.arange(capacity, dtype=jnp.int32)
-    face = jnp.searchsorted(ft.inclusive, slot, side="right").astype(jnp.int32)
+    face = _slot_faces(ft, pass_index * capacity, capacity)
     in_pass = slot < ft.total
-    face = jnp.minimum(face, nf - 1)
     local = slot - (ft.inclusive[face] - ft.count[face])
     width = jnp.maximum(ft.width[face], 1)
     tx = ft.tx0[face] + local % width
     ty = ft.ty0[face] + local // width
+    if ft.lines is not None:  # drop the pairs the face's edge lines rule out
+        in_pass = in_pass & _tile_reaches(ft.lines[face], tx, ty, grid)
     nfi = grid.faces_per_image
     image = face // nfi
     tile = image * (grid.n * grid.n) + ty * grid.n + tx
@@ -266,14 +329,7 @@ def bin_pass(ft: FaceTiles, pass_index, capacity: int, grid: TileGrid, group: in
         start = jnp.searchsorted(key, tiles, side="left").astype(jnp.int32)
         end = jnp.searchsorted(key, tiles, side="right").astype(jnp.int32)
     count = jnp.where(tiles < nt, end - start, 0)
-    if group > 0:
-        n_pad = -(-nt // group) * group
-        order = jnp.argsort(-count[:nt], stable=True).astype(jnp.int32)
-        order = jnp.concatenate([order, jnp.full((n_pad - nt,), nt, jnp.int32)])
-    else:  # the caller visits every tile itself (the Pallas kernels)
-        order = jnp.zeros((0,), jnp.int32)
-    active = jnp.sum(count > 0).astype(jnp.int32)
-    return Bins(face, start, count, order, active)
+    return Bins(face, start, count, jnp.sum(in_pass, dtype=jnp.int32))
 
 
 def face_present(face_counts: jax.Array | None, grid: TileGrid) -> jax.Array | None:

@@ -119,8 +119,8 @@ def _pass_inputs(ctx: streamed.Context, p, k_size: int):
     """Bins of pass ``p`` and the gathered face data (padded by one window of ``k_size``):
     (start, count, packed, fid, bins, in_pass)."""
     cap, nf = ctx.capacity, ctx.grid.num_faces
-    bins = binning.bin_pass(ctx.ft, p, cap, ctx.grid, 0)
-    in_pass = jnp.arange(cap) < ctx.ft.total - p * cap
+    bins = binning.bin_pass(ctx.ft, p, cap, ctx.grid)
+    in_pass = jnp.arange(cap) < bins.pairs  # culled pairs are sorted past the pass's pairs
     fid = jnp.where(in_pass, bins.faces, nf)  # junk slots: the zero row
     fid = jnp.concatenate([fid, jnp.full((k_size,), nf, jnp.int32)])
     packed = ctx.extra.table[:, fid]  # [fields, cap + K]

@@ -75,7 +75,9 @@ def prepare(
     fv = face_vertices.reshape(grid.num_faces, 3, 3)
     face = face_setup(fv)
     present = binning.face_present(face_counts, grid)
-    ft = binning.face_tiles(face, scalars.sigma_val, scalars.dist_eps, grid, present)
+    ft = binning.face_tiles(
+        face, scalars.sigma_val, scalars.dist_eps, grid, present, opts.dist_func
+    )
     tex = _per_face(textures, grid.num_faces)
     capacity = binning.pair_capacity(cfg, grid, passes.backend)
     ctx = Context(cfg, grid, capacity, fv, face, ft, tex, scalars, opts, None)

@@ -1,14 +1,16 @@
 """The tiled XLA backend: its per-pass loops for :mod:`softjax.ops.streamed`.
 
-Each pass visits its tiles in groups of ``group`` tiles (the busiest first) and streams each
-group's faces in windows, so the largest live array is ``group * tile**2 * window`` pairs; the
-backward takes ``jax.grad`` of the shared surrogate per window. UV textures are read with a
-gather from the ``[B, H, W, 3]`` images; the backward scatter-adds the image's gradient to the
-texels each window's bilinear taps read. ``docs/pipeline.md`` describes the flow,
-``docs/gradients.md`` the backward.
+Each pass cuts every tile's face list into windows of ``window`` faces and runs ``group`` such
+(tile, window) items per step, so every step is full whatever the tiles' loads; the largest
+live array is ``group * tile**2 * window`` pairs. The backward takes ``jax.grad`` of the shared
+surrogate per window. UV textures are read with a gather from the ``[B, H, W, 3]`` images; the
+backward scatter-adds the image's gradient to the texels each window's bilinear taps read.
+``docs/pipeline.md`` describes the flow, ``docs/gradients.md`` the backward.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -94,45 +96,83 @@ def _image_index(ctx: streamed.Context, fidx):
     return jnp.maximum(fidx, 0) // ctx.grid.faces_per_image
 
 
-def _sweep(ctx: streamed.Context, p, carry, window_fn, k_size: int):
-    """Runs ``window_fn(carry, tiles, px, py, fidx)`` over every (tile group, face window) of
-    binning pass ``p``."""
+class _WorkItems(NamedTuple):
+    """One binning pass cut into work items: item ``i`` is faces ``[chunk[i] * K, (chunk[i] + 1)
+    * K)`` of tile ``tile[i]``'s list, items ordered by tile, then chunk (so by face id)."""
+
+    tile: jax.Array  # [W + G] int32; the sentinel tile NT past the last item
+    chunk: jax.Array  # [W + G] int32
+    count: jax.Array  # scalar int32, the items of this pass
+
+
+def _work_items(bins: binning.Bins, grid: binning.TileGrid, cap: int, k_size: int, g_size):
+    """The pass's (tile, chunk) items: every step then holds ``G`` full windows whatever the
+    tiles' loads (tiles visited in groups would each pay for the busiest tile of its group)."""
+    nt = grid.num_tiles
+    chunks = (bins.count[:nt] + k_size - 1) // k_size  # [NT]
+    inclusive = jnp.cumsum(chunks).astype(jnp.int32)
+    # every tile has at most one partial chunk: sum ceil(c / K) <= cap / K + NT
+    size = -(-cap // k_size) + nt + g_size
+    item = jnp.arange(size, dtype=jnp.int32)
+    tile = jnp.searchsorted(inclusive, item, side="right").astype(jnp.int32)  # NT past the end
+    first = inclusive[jnp.minimum(tile, nt - 1)] - chunks[jnp.minimum(tile, nt - 1)]
+    return _WorkItems(tile, item - first, inclusive[-1])
+
+
+def _sweep(ctx: streamed.Context, p, carry, step_fn, k_size: int):
+    """Runs ``step_fn(carry, tiles, px, py, fidx)`` over the work items of binning pass ``p``,
+    ``G`` items (``tiles`` ``[G]``, face ids ``fidx`` ``[G, K]``, -1 = empty slot) per step."""
     grid, cap, g_size = ctx.grid, ctx.capacity, ctx.cfg.group
-    bins = binning.bin_pass(ctx.ft, p, cap, grid, g_size)
-    n_groups = (bins.active_tiles + g_size - 1) // g_size
+    bins = binning.bin_pass(ctx.ft, p, cap, grid)
+    items = _work_items(bins, grid, cap, k_size, g_size)
+    count = jnp.concatenate([bins.count[: grid.num_tiles], jnp.zeros((1,), jnp.int32)])
+    start = jnp.concatenate([bins.start[: grid.num_tiles], jnp.zeros((1,), jnp.int32)])
+    lanes = jnp.arange(k_size, dtype=jnp.int32)
 
-    def group_body(gi, carry):
-        tiles = jax.lax.dynamic_slice(bins.order, (gi * g_size,), (g_size,))
-        tcount = bins.count[tiles]
-        tstart = bins.start[tiles]
+    def step(si, carry):
+        tiles = jax.lax.dynamic_slice(items.tile, (si * g_size,), (g_size,))
+        chunk = jax.lax.dynamic_slice(items.chunk, (si * g_size,), (g_size,))
+        slot = chunk[:, None] * k_size + lanes[None, :]
+        ok = slot < count[tiles][:, None]  # the sentinel tile has no faces
+        pos = jnp.clip(start[tiles][:, None] + slot, 0, cap - 1)
+        fidx = jnp.where(ok, bins.faces[pos], -1)
         px, py = binning.tile_pixel_coords(tiles, grid, ctx.fv.dtype)
-        n_win = (jnp.max(tcount) + k_size - 1) // k_size
+        return step_fn(carry, tiles, px, py, fidx)
 
-        def win_body(w, carry):
-            slot = w * k_size + jnp.arange(k_size, dtype=jnp.int32)
-            ok = slot[None, :] < tcount[:, None]
-            pos = jnp.clip(tstart[:, None] + slot[None, :], 0, cap - 1)
-            fidx = jnp.where(ok, bins.faces[pos], -1)
-            return window_fn(carry, tiles, px, py, fidx)
+    return jax.lax.fori_loop(0, (items.count + g_size - 1) // g_size, step, carry)
 
-        return jax.lax.fori_loop(0, n_win, win_body, carry)
 
-    return jax.lax.fori_loop(0, n_groups, group_body, carry)
+def _segment_totals(tiles, part: aggregate.AggState, opts: StaticOptions) -> aggregate.AggState:
+    """Combines the consecutive items of the same tile (a segmented associative scan over the
+    ``G`` axis): the last item of each tile's run holds the run's state."""
+    starts = jnp.concatenate([jnp.ones((1,), bool), tiles[1:] != tiles[:-1]])
+
+    def op(x, y):
+        (fx, sx), (fy, sy) = x, y
+        merged = aggregate.combine(sx, sy, opts)
+        keep = fy[:, None]  # y starts a run: nothing before it belongs to its tile
+        return fx | fy, jax.tree.map(lambda m, b: jnp.where(keep, b, m), merged, sy)
+
+    return jax.lax.associative_scan(op, (starts, part))[1]
 
 
 def _forward_pass(ctx: streamed.Context, p, state: aggregate.AggState) -> aggregate.AggState:
     opts = ctx.opts
 
-    def window_fn(state, tiles, px, py, fidx):
+    def step_fn(state, tiles, px, py, fidx):
         fields, front, tex_g = _gather(ctx, fidx)
         face = FaceData(*fields, front=front)
         t = _terms(px, py, face, ctx.scalars, opts, fidx)
-        st = jax.tree.map(lambda v: v[tiles], state)
         colors, _ = _colors(ctx, t, face, tex_g, fidx)  # 3 x [G, P, K]
-        new = aggregate.update_state(st, t, colors, fidx[:, None, :], opts)
-        return jax.tree.map(lambda v, n: v.at[tiles].set(n), state, new)
+        part = aggregate.window_state(t, colors, fidx[:, None, :], opts)
+        # a tile may own several items of the step: fold each run into the tile's row once
+        run = _segment_totals(tiles, part, opts)
+        last = jnp.concatenate([tiles[1:] != tiles[:-1], jnp.ones((1,), bool)])
+        new = aggregate.combine(jax.tree.map(lambda v: v[tiles], state), run, opts)
+        dst = jnp.where(last, tiles, ctx.grid.num_tiles)  # the others: the sentinel row
+        return jax.tree.map(lambda v, n: v.at[dst].set(n), state, new)
 
-    return _sweep(ctx, p, state, window_fn, ctx.cfg.window)
+    return _sweep(ctx, p, state, step_fn, ctx.cfg.window)
 
 
 def _diff_scalars(scalars: Scalars) -> tuple:
@@ -169,7 +209,7 @@ def _backward_pass(ctx: streamed.Context, consts: aggregate.BackwardConsts, p, a
     grad_fn = jax.grad(surrogate, has_aux=True)
     uv = isinstance(ctx.tex, UVTexture)
 
-    def window_fn(acc, tiles, px, py, fidx):
+    def step_fn(acc, tiles, px, py, fidx):
         fields, front, tex_g = _gather(ctx, fidx)
         delta = None
         if uv:  # the texels the taps read (zeros): see _colors
@@ -190,7 +230,7 @@ def _backward_pass(ctx: streamed.Context, consts: aggregate.BackwardConsts, p, a
             g_image = g_image.at[flat].add(gl[3], mode="promise_in_bounds")
         return g_fields, g_tex, g_sc, g_image
 
-    return _sweep(ctx, p, acc, window_fn, ctx.cfg.bwd_window)
+    return _sweep(ctx, p, acc, step_fn, ctx.cfg.bwd_window)
 
 
 def _backward_result(ctx: streamed.Context, acc):
