@@ -115,16 +115,15 @@ def _setup(ctx: streamed.Context) -> _Table:
     return _Table(table, num_texels, tex_rows.shape[0], image, uv)
 
 
-def _pass_inputs(ctx: streamed.Context, p, k_size: int):
-    """Bins of pass ``p`` and the gathered face data (padded by one window of ``k_size``):
-    (start, count, packed, fid, bins, in_pass)."""
+def _pass_inputs(ctx: streamed.Context, bins: binning.Bins, k_size: int):
+    """A pass's bins and gathered face data (padded by one window of ``k_size``):
+    (start, count, packed, fid, in_pass)."""
     cap, nf = ctx.capacity, ctx.grid.num_faces
-    bins = binning.bin_pass(ctx.ft, p, cap, ctx.grid)
     in_pass = jnp.arange(cap) < bins.pairs  # culled pairs are sorted past the pass's pairs
     fid = jnp.where(in_pass, bins.faces, nf)  # junk slots: the zero row
     fid = jnp.concatenate([fid, jnp.full((k_size,), nf, jnp.int32)])
     packed = ctx.extra.table[:, fid]  # [fields, cap + K]
-    return bins.start, bins.count, packed, fid.astype(jnp.int32), bins, in_pass
+    return bins.start, bins.count, packed, fid.astype(jnp.int32), in_pass
 
 
 def _scalar_vector(scalars: Scalars, dtype) -> jax.Array:
@@ -376,13 +375,15 @@ def _bind(kernel, ctx: streamed.Context, per_pixel, k_size: int):
     )
 
 
-def _forward_pass(ctx: streamed.Context, p, state: aggregate.AggState) -> aggregate.AggState:
+def _forward_pass(
+    ctx: streamed.Context, bins: binning.Bins, state: aggregate.AggState
+) -> aggregate.AggState:
     """One launch of the forward kernel; the state buffers are aliased in and out."""
     cfg, grid = ctx.cfg, ctx.grid
     kernel = _bind(_fwd_kernel, ctx, state, cfg.window)
     buffers = _state_buffers(state)
     out_shapes = [jax.ShapeDtypeStruct(b.shape, b.dtype) for b in buffers]
-    start, count, packed, fid, _, _ = _pass_inputs(ctx, p, cfg.window)
+    start, count, packed, fid, _ = _pass_inputs(ctx, bins, cfg.window)
     inputs = [_scalar_vector(ctx.scalars, ctx.fv.dtype), start, count, packed, fid]
     if ctx.extra.uv is not None:
         inputs.append(ctx.extra.image)
@@ -422,7 +423,9 @@ def _backward_init(ctx: streamed.Context):
     )
 
 
-def _backward_pass(ctx: streamed.Context, consts: aggregate.BackwardConsts, p, acc):
+def _backward_pass(
+    ctx: streamed.Context, consts: aggregate.BackwardConsts, bins: binning.Bins, acc
+):
     """One launch of the backward kernel and the per-face sums of its partials."""
     cfg, grid, cap = ctx.cfg, ctx.grid, ctx.capacity
     dtype = ctx.fv.dtype
@@ -430,7 +433,7 @@ def _backward_pass(ctx: streamed.Context, consts: aggregate.BackwardConsts, p, a
     n_face, n_tex = _n_outputs(ctx)
     n_out = n_face + n_tex + len(_DIFF_SCALARS)
     out_shape = jax.ShapeDtypeStruct((n_out, cap + cfg.bwd_window), dtype)
-    start, count, packed, fid, bins, in_pass = _pass_inputs(ctx, p, cfg.bwd_window)
+    start, count, packed, fid, in_pass = _pass_inputs(ctx, bins, cfg.bwd_window)
     scal = _scalar_vector(ctx.scalars, dtype)
     inputs = [scal, start, count, packed, fid]
     out_shapes, aliases = [out_shape], {}

@@ -45,10 +45,11 @@ class Passes(NamedTuple):
       sentinel_tile: whether the per-pixel arrays the passes read and write have one extra
         tile row at the end (a target for padded slots).
       setup: ``ctx -> extra``, per-call data computed once before the passes.
-      forward_pass: ``(ctx, p, state) -> state``, folds the faces of pass ``p`` into the
-        :class:`~softjax.ops.aggregate.AggState` (arrays ``[tiles, tile**2]``).
+      forward_pass: ``(ctx, bins, state) -> state``, folds the faces of one pass (its
+        :class:`~softjax.ops.binning.Bins`) into the :class:`~softjax.ops.aggregate.AggState`
+        (arrays ``[tiles, tile**2]``).
       backward_init: ``ctx -> acc``, the gradient accumulators before any pass.
-      backward_pass: ``(ctx, consts, p, acc) -> acc``, adds pass ``p``'s gradients given the
+      backward_pass: ``(ctx, consts, bins, acc) -> acc``, adds one pass's gradients given the
         :class:`~softjax.ops.aggregate.BackwardConsts` (arrays ``[tiles, tile**2]``).
       backward_result: ``(ctx, acc) -> (g_fv [N, 3, 3], g_tex, g_sc)``: vertex and texture
         gradients (``g_tex`` shaped like ``ctx.tex``: ``[N, T, 3]``, or a ``UVTexture``) and
@@ -58,9 +59,9 @@ class Passes(NamedTuple):
     backend: str
     sentinel_tile: bool
     setup: Callable[[Context], Any]
-    forward_pass: Callable[[Context, jax.Array, AggState], AggState]
+    forward_pass: Callable[[Context, binning.Bins, AggState], AggState]
     backward_init: Callable[[Context], Any]
-    backward_pass: Callable[[Context, BackwardConsts, jax.Array, Any], Any]
+    backward_pass: Callable[[Context, BackwardConsts, binning.Bins, Any], Any]
     backward_result: Callable[[Context, Any], tuple]
 
 
@@ -90,16 +91,23 @@ def _forward(passes: Passes, face_vertices, textures, scalars, opts, cfg, face_c
     grid = ctx.grid
     rows = grid.num_tiles + int(passes.sentinel_tile)
     state = aggregate.init_state((rows, grid.tile_pixels), opts, scalars, face_vertices.dtype)
+    # the first pass's bins are saved for the backward (usually the only pass): O(capacity)
+    first = _bins(ctx, 0)
+    state = passes.forward_pass(ctx, first, state)
     state = jax.lax.fori_loop(
-        0,
+        1,
         binning.num_passes(ctx.ft, ctx.capacity),
-        lambda p, st: passes.forward_pass(ctx, p, st),
+        lambda p, st: passes.forward_pass(ctx, _bins(ctx, p), st),
         state,
     )
     if passes.sentinel_tile:
         state = jax.tree.map(lambda v: v[:-1], state)
     out = jnp.stack(aggregate.finalize(state, opts, nf), -1)  # [NT, P, 4]
-    return binning.tiles_to_image(out, grid), (aggregate.saved_state(state), out)
+    return binning.tiles_to_image(out, grid), (aggregate.saved_state(state), out, first)
+
+
+def _bins(ctx: Context, p) -> binning.Bins:
+    return binning.bin_pass(ctx.ft, p, ctx.capacity, ctx.grid)
 
 
 def _backward(
@@ -109,16 +117,17 @@ def _backward(
     ctx = prepare(passes, face_vertices, textures, scalars, opts, cfg, face_counts)
     nf = binning.tile_faces_per_image(face_counts, ctx.grid, dtype)
     g = binning.image_to_tiles(g_image.astype(dtype), ctx.grid)  # [NT, P, 4]
-    state, out = saved
+    state, out, first = saved
     consts = aggregate.backward_consts(state, out, g, opts, nf)
     consts_p = consts
     if passes.sentinel_tile:
         consts_p = jax.tree.map(lambda v: jnp.concatenate([v, jnp.zeros_like(v[:1])], 0), consts)
+    acc = passes.backward_pass(ctx, consts_p, first, passes.backward_init(ctx))
     acc = jax.lax.fori_loop(
-        0,
+        1,
         binning.num_passes(ctx.ft, ctx.capacity),
-        lambda p, acc: passes.backward_pass(ctx, consts_p, p, acc),
-        passes.backward_init(ctx),
+        lambda p, acc: passes.backward_pass(ctx, consts_p, _bins(ctx, p), acc),
+        acc,
     )
     g_fv, g_tex, g_sc = passes.backward_result(ctx, acc)
     g_scalars = aggregate.scalar_grads(tuple(g_sc), consts, scalars, opts, dtype)

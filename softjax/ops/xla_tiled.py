@@ -119,11 +119,10 @@ def _work_items(bins: binning.Bins, grid: binning.TileGrid, cap: int, k_size: in
     return _WorkItems(tile, item - first, inclusive[-1])
 
 
-def _sweep(ctx: streamed.Context, p, carry, step_fn, k_size: int):
-    """Runs ``step_fn(carry, tiles, px, py, fidx)`` over the work items of binning pass ``p``,
-    ``G`` items (``tiles`` ``[G]``, face ids ``fidx`` ``[G, K]``, -1 = empty slot) per step."""
+def _sweep(ctx: streamed.Context, bins: binning.Bins, carry, step_fn, k_size: int):
+    """Runs ``step_fn(carry, tiles, px, py, fidx)`` over the work items of a binning pass, ``G``
+    items (``tiles`` ``[G]``, face ids ``fidx`` ``[G, K]``, -1 = empty slot) per step."""
     grid, cap, g_size = ctx.grid, ctx.capacity, ctx.cfg.group
-    bins = binning.bin_pass(ctx.ft, p, cap, grid)
     items = _work_items(bins, grid, cap, k_size, g_size)
     count = jnp.concatenate([bins.count[: grid.num_tiles], jnp.zeros((1,), jnp.int32)])
     start = jnp.concatenate([bins.start[: grid.num_tiles], jnp.zeros((1,), jnp.int32)])
@@ -156,7 +155,7 @@ def _segment_totals(tiles, part: aggregate.AggState, opts: StaticOptions) -> agg
     return jax.lax.associative_scan(op, (starts, part))[1]
 
 
-def _forward_pass(ctx: streamed.Context, p, state: aggregate.AggState) -> aggregate.AggState:
+def _forward_pass(ctx: streamed.Context, bins, state: aggregate.AggState) -> aggregate.AggState:
     opts = ctx.opts
 
     def step_fn(state, tiles, px, py, fidx):
@@ -172,7 +171,7 @@ def _forward_pass(ctx: streamed.Context, p, state: aggregate.AggState) -> aggreg
         dst = jnp.where(last, tiles, ctx.grid.num_tiles)  # the others: the sentinel row
         return jax.tree.map(lambda v, n: v.at[dst].set(n), state, new)
 
-    return _sweep(ctx, p, state, step_fn, ctx.cfg.window)
+    return _sweep(ctx, bins, state, step_fn, ctx.cfg.window)
 
 
 def _diff_scalars(scalars: Scalars) -> tuple:
@@ -193,7 +192,7 @@ def _backward_init(ctx: streamed.Context):
     )
 
 
-def _backward_pass(ctx: streamed.Context, consts: aggregate.BackwardConsts, p, acc):
+def _backward_pass(ctx: streamed.Context, consts: aggregate.BackwardConsts, bins, acc):
     opts, scalars = ctx.opts, ctx.scalars
 
     def surrogate(leaves, front_g, tiles, px, py, fidx):
@@ -230,7 +229,7 @@ def _backward_pass(ctx: streamed.Context, consts: aggregate.BackwardConsts, p, a
             g_image = g_image.at[flat].add(gl[3], mode="promise_in_bounds")
         return g_fields, g_tex, g_sc, g_image
 
-    return _sweep(ctx, p, acc, step_fn, ctx.cfg.bwd_window)
+    return _sweep(ctx, bins, acc, step_fn, ctx.cfg.bwd_window)
 
 
 def _backward_result(ctx: streamed.Context, acc):
