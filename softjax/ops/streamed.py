@@ -93,11 +93,10 @@ def _forward(passes: Passes, face_vertices, textures, scalars, opts, cfg, face_c
     state = aggregate.init_state((rows, grid.tile_pixels), opts, scalars, face_vertices.dtype)
     # the first pass's bins are saved for the backward (usually the only pass): O(capacity)
     first = _bins(ctx, 0)
-    state = passes.forward_pass(ctx, first, state)
     state = jax.lax.fori_loop(
-        1,
+        0,
         binning.num_passes(ctx.ft, ctx.capacity),
-        lambda p, st: passes.forward_pass(ctx, _bins(ctx, p), st),
+        lambda p, st: passes.forward_pass(ctx, _bins(ctx, p, first), st),
         state,
     )
     if passes.sentinel_tile:
@@ -106,8 +105,12 @@ def _forward(passes: Passes, face_vertices, textures, scalars, opts, cfg, face_c
     return binning.tiles_to_image(out, grid), (aggregate.saved_state(state), out, first)
 
 
-def _bins(ctx: Context, p) -> binning.Bins:
-    return binning.bin_pass(ctx.ft, p, ctx.capacity, ctx.grid)
+def _bins(ctx: Context, p, first: binning.Bins | None = None) -> binning.Bins:
+    """The bins of pass ``p``; ``first``, those of pass 0, are reused rather than sorted again
+    (a branch, not a separate call: each backend's kernels keep one call site)."""
+    if first is None:
+        return binning.bin_pass(ctx.ft, p, ctx.capacity, ctx.grid)
+    return jax.lax.cond(p == 0, lambda: first, lambda: _bins(ctx, p))
 
 
 def _backward(
@@ -122,12 +125,11 @@ def _backward(
     consts_p = consts
     if passes.sentinel_tile:
         consts_p = jax.tree.map(lambda v: jnp.concatenate([v, jnp.zeros_like(v[:1])], 0), consts)
-    acc = passes.backward_pass(ctx, consts_p, first, passes.backward_init(ctx))
     acc = jax.lax.fori_loop(
-        1,
+        0,
         binning.num_passes(ctx.ft, ctx.capacity),
-        lambda p, acc: passes.backward_pass(ctx, consts_p, _bins(ctx, p), acc),
-        acc,
+        lambda p, acc: passes.backward_pass(ctx, consts_p, _bins(ctx, p, first), acc),
+        passes.backward_init(ctx),
     )
     g_fv, g_tex, g_sc = passes.backward_result(ctx, acc)
     g_scalars = aggregate.scalar_grads(tuple(g_sc), consts, scalars, opts, dtype)
