@@ -10,6 +10,7 @@ centroid: ``v = sign(b) sigmoid(logit(|b|) + offset)``, then pushed by ``c = tan
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import time
 
@@ -123,6 +124,29 @@ class Deformer:
     def mesh(self, params: dict) -> Mesh:
         return Mesh.create(self.vertices(params)[None], self.faces[None])
 
+    def silhouettes(self, config: RenderConfig, params: dict, eyes) -> jax.Array:
+        """Alpha ``[N, S, S]`` of the mesh seen from ``eyes`` ``[N, 3]``."""
+        mesh = self.mesh(params)
+        return jax.vmap(lambda e: render(mesh, config, eye=e)[0, ..., 3])(eyes)
+
+    def loss(self, config: RenderConfig, params: dict, eyes, target) -> jax.Array:
+        """IoU of the silhouettes against ``target`` ``[N, S, S]`` + the regularisers."""
+        v = self.vertices(params)[None]
+        pred = self.silhouettes(config, params, eyes)
+        lap = self.laplacian(v).mean()
+        flat = self.flatten(v).mean()
+        return iou_loss(pred, target) + 0.03 * lap + 0.0003 * flat
+
+    @staticmethod
+    def optimizer() -> optax.GradientTransformation:
+        return optax.adam(0.01, b1=0.5, b2=0.99)
+
+    def step(self, optimizer, config: RenderConfig, params: dict, state, eyes, target):
+        """One Adam step on the views ``eyes``: ``(params, state, loss)``."""
+        loss, grads = jax.value_and_grad(self.loss, argnums=1)(config, params, eyes, target)
+        updates, state = optimizer.update(grads, state, params)
+        return optax.apply_updates(params, updates), state, loss
+
 
 def run(args: argparse.Namespace) -> float:
     """Fits the template to the silhouettes, writes snapshots, ``deform.gif`` and ``fitted.obj``
@@ -144,29 +168,13 @@ def run(args: argparse.Namespace) -> float:
     target = jnp.asarray(target)
     batch = args.batch_size if args.batch_size > 0 else n
 
-    def silhouettes(params, eyes):
-        mesh = model.mesh(params)
-        return jax.vmap(lambda e: render(mesh, config, eye=e)[0, ..., 3])(eyes)
-
-    def loss_fn(params, eyes, target):
-        v = model.vertices(params)[None]
-        pred = silhouettes(params, eyes)
-        lap = model.laplacian(v).mean()
-        flat = model.flatten(v).mean()
-        return iou_loss(pred, target) + 0.03 * lap + 0.0003 * flat
-
-    opt = optax.adam(0.01, b1=0.5, b2=0.99)
+    optimizer = model.optimizer()
+    step = jax.jit(functools.partial(model.step, optimizer, config))
     params = model.init()
-    state = opt.init(params)
-
-    @jax.jit
-    def step(params, state, eyes, target):
-        loss, grads = jax.value_and_grad(loss_fn)(params, eyes, target)
-        updates, state = opt.update(grads, state, params)
-        return optax.apply_updates(params, updates), state, loss
+    state = optimizer.init(params)
 
     os.makedirs(args.out, exist_ok=True)
-    view = jax.jit(lambda p: silhouettes(p, eyes[:1])[0])
+    view = jax.jit(lambda p: model.silhouettes(config, p, eyes[:1])[0])
     frames = []
     rng = np.random.default_rng(args.seed)
     bar = tqdm(range(args.iterations), desc="deform", unit="it")
@@ -184,7 +192,7 @@ def run(args: argparse.Namespace) -> float:
     mesh = model.mesh(params)
     save_obj(os.path.join(args.out, "fitted.obj"), mesh)
     pred = np.concatenate(
-        [np.asarray(silhouettes(params, eyes[i : i + 24])) for i in range(0, n, 24)]
+        [np.asarray(model.silhouettes(config, params, eyes[i : i + 24])) for i in range(0, n, 24)]
     )
     ious = silhouette_iou(pred, np.asarray(target))
     print(
