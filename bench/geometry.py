@@ -4,7 +4,7 @@ the pair counts that say how much work each one really holds.
 Every scene is screen-space face vertices ``[B, F, 3, 3]`` with 1-texel textures, an image
 size and a sigma. ``pair_counts`` counts the *useful* (pixel, face) pairs (the face passes the
 ``dist_eps`` test at the pixel: what any rasterizer must evaluate) and the *candidate* pairs
-(the (tile, face) pairs of the binning, and the pixels of those tiles), so a benchmark can
+(the (tile, face) pairs the binning keeps, and the pixels of those tiles), so a benchmark can
 report time per useful pair and candidates per useful pair.
 """
 
@@ -154,21 +154,28 @@ def _useful_in(c: jax.Array, image_size: int, sigma: float, dist_eps: float) -> 
     return jnp.sum(terms.valid, dtype=jnp.int32)
 
 
-def pair_counts(scene: Scene, dist_eps: float = 1e-4, tile: int = 8) -> dict:
-    """Useful and candidate pair counts of a scene (euclidean distance).
+def pair_counts(scene: Scene, dist_eps: float = 1e-4, backend: str = "xla") -> dict:
+    """Useful and candidate pair counts of a scene (euclidean distance), with the tiles the
+    backend picks by default.
 
     Args:
-      scene: the scene; dist_eps: the culling probability.
-      tile: the tile size the candidate counts assume.
+      scene: the scene; dist_eps: the culling probability; backend: whose default tile.
 
     Returns:
-      ``useful``: (pixel, face) pairs that pass the ``dist_eps`` test; ``candidate_tiles``:
-      (tile, face) pairs of the binning; ``candidate_pixels``: ``candidate_tiles x tile^2``.
+      ``useful``: (pixel, face) pairs that pass the ``dist_eps`` test; ``tile``: the tile size;
+      ``box_tiles``: (tile, face) pairs of the faces' grown bounding boxes; ``candidate_tiles``:
+      those the edge-line culling keeps (what the passes evaluate); ``candidate_pixels``:
+      ``candidate_tiles x tile^2``.
     """
     fv = jnp.asarray(scene.fv)
     b, f = fv.shape[:2]
+    cfg = binning.resolve_tiling(binning.TilingConfig(), backend, scene.image_size, f)
+    tile = cfg.tile
     grid = binning.make_grid(scene.image_size, tile, b, f)
-    ft = binning.face_tiles(face_setup(fv.reshape(-1, 3, 3)), scene.sigma, dist_eps, grid)
+    face = face_setup(fv.reshape(-1, 3, 3))
+    ft = binning.face_tiles(face, scene.sigma, dist_eps, grid, None, "euclidean")
+    box = int(ft.total)
+    kept = int(jax.jit(lambda ft: binning.bin_pass(ft, 0, max(box, 1), grid).pairs)(ft))
     chunk = max(1, (1 << 22) // scene.image_size**2)  # about 4M pairs per step
     flat = fv.reshape(-1, 3, 3)
     flat = jnp.pad(flat, ((0, -flat.shape[0] % chunk), (0, 0), (0, 0)), constant_values=np.nan)
@@ -179,8 +186,10 @@ def pair_counts(scene: Scene, dist_eps: float = 1e-4, tile: int = 8) -> dict:
     )
     return {
         "useful": int(count(flat.reshape(-1, chunk, 3, 3))),
-        "candidate_tiles": int(ft.total),
-        "candidate_pixels": int(ft.total) * tile * tile,
+        "tile": tile,
+        "box_tiles": box,
+        "candidate_tiles": kept,
+        "candidate_pixels": kept * tile * tile,
     }
 
 

@@ -335,6 +335,8 @@ def face_color(w_clip, textures, texture_type: str):
     if texture_type == "vertex":
         return jnp.einsum("...k,...kc->...c", w_clip, textures, precision=_EXACT)
     num_texels = textures.shape[-2]
+    if num_texels == 1:  # the common default: one colour per face, nothing to choose
+        return jnp.broadcast_to(textures[..., 0, :], w_clip.shape[:-1] + textures.shape[-1:])
     res = int(round(num_texels**0.5))
     texel = _texel_index(w_clip[..., 0], w_clip[..., 1], w_clip[..., 2], res, num_texels)
     if num_texels <= _ONE_HOT_TEXELS:
