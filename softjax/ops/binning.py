@@ -301,11 +301,18 @@ def _slot_faces(ft: FaceTiles, first, capacity: int) -> jax.Array:
 
 
 def _numpy_sort_search(keys: np.ndarray, bounds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    keys = np.sort(keys, axis=-1)
     flat_k = keys.reshape(-1, keys.shape[-1])
     flat_b = np.broadcast_to(bounds, keys.shape[:-1] + bounds.shape[-1:]).reshape(len(flat_k), -1)
-    pos = [np.searchsorted(k, b, side="left") for k, b in zip(flat_k, flat_b, strict=True)]
-    return keys, np.asarray(pos, np.int32).reshape(keys.shape[:-1] + bounds.shape[-1:])
+    out = np.empty_like(flat_k)
+    pos = np.empty(flat_b.shape, np.int32)
+    for i, (k, b) in enumerate(zip(flat_k, flat_b, strict=True)):
+        # a pass's dropped pairs (often half of it) share the largest key: only the rest is
+        # sorted
+        top = k.max(initial=np.iinfo(k.dtype).min)
+        rest = np.sort(k[k < top])
+        out[i, : len(rest)], out[i, len(rest) :] = rest, top
+        pos[i] = np.searchsorted(out[i], b, side="left")
+    return out.reshape(keys.shape), pos.reshape(keys.shape[:-1] + bounds.shape[-1:])
 
 
 def _lax_sort_search(keys: jax.Array, bounds: jax.Array) -> tuple[jax.Array, jax.Array]:
