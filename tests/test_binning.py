@@ -69,6 +69,9 @@ def test_numpy_sort_search_matches_xla():
         np.testing.assert_array_equal(np.asarray(got[0][i]), np.sort(keys[i]))
         np.testing.assert_array_equal(np.asarray(got[0][i]), np.asarray(k))
         np.testing.assert_array_equal(np.asarray(got[1][i]), np.asarray(pos))
+    # a callback may be handed jax.Arrays
+    direct = binning._numpy_sort_search(jnp.asarray(keys), bounds)
+    np.testing.assert_array_equal(direct[0], np.asarray(got[0]))
     single = jax.jit(binning.sort_search)(jnp.asarray(keys[0]), bounds)
     np.testing.assert_array_equal(np.asarray(single[1]), np.asarray(want[0][1]))
     assert np.asarray(want[0][1]).tolist() == np.searchsorted(np.sort(keys[0]), bounds).tolist()

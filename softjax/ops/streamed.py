@@ -81,6 +81,7 @@ def prepare(
     )
     tex = _per_face(textures, grid.num_faces)
     capacity = binning.pair_capacity(cfg, grid, passes.backend)
+    cfg = cfg._replace(group=cfg.group or binning.default_group(cfg, grid.num_tiles, capacity))
     ctx = Context(cfg, grid, capacity, fv, face, ft, tex, scalars, opts, None)
     return ctx._replace(extra=passes.setup(ctx))
 
