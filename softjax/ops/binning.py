@@ -345,8 +345,12 @@ def sort_search(keys: jax.Array, bounds: jax.Array) -> tuple[jax.Array, jax.Arra
 
     On the CPU this is NumPy's, through a callback: XLA's CPU sort is about 10x slower (2.9M
     keys: 147 ms vs 11 ms on a 2-core machine) and with the binary searches it was the largest
-    fixed cost of a pass. Elsewhere (GPU) it is ``lax.sort`` and ``searchsorted``.
+    fixed cost of a pass. Elsewhere (GPU) it is ``lax.sort`` and ``searchsorted``, and so it is
+    when the process has several CPU devices: there the callback deadlocked a step spread over
+    two of them (``shard_map``, ``--xla_force_host_platform_device_count=2``).
     """
+    if len(jax.local_devices(backend="cpu")) > 1:
+        return _lax_sort_search(keys, bounds)
 
     def on_cpu(k, b):
         shapes = (jax.ShapeDtypeStruct(k.shape, k.dtype), jax.ShapeDtypeStruct(b.shape, jnp.int32))
