@@ -182,3 +182,57 @@ def test_crowded_tile_split_across_steps_matches_reference(float64, dist, rgb, a
     for cfg in (sj.TilingConfig(window=4, group=3), sj.TilingConfig(window=16, group=5)):
         got = np.asarray(sj.soft_rasterize(fv, tex, backend="xla", tiling=cfg, **kw))
         np.testing.assert_allclose(got, want, atol=1e-10)
+
+
+def test_auto_tile_follows_pixels_per_face():
+    assert binning.auto_tile(64, 1280) == 4  # 3.2 pixels per face
+    assert binning.auto_tile(64, 2048) == 4  # exactly 2
+    assert binning.auto_tile(64, 2049) == 2
+    assert binning.auto_tile(256, 8192) == 8
+    assert binning.auto_tile(16, 0) == 8
+    cfg = binning.resolve_tiling(sj.TilingConfig(), "pallas", 64, 20480)
+    assert cfg.tile == 8  # the Pallas kernels keep their own default
+
+
+def test_very_dense_mesh_two_pixel_tiles_match_reference(float64):
+    """Faces smaller than a pixel take 2-pixel tiles (an odd image size leaves a partial tile);
+    image and gradients match the dense reference."""
+    s, nf, sigma = 15, 300, 1e-4
+    rng = np.random.default_rng(11)
+    centre = rng.uniform(-0.9, 0.9, (1, nf, 1, 2))
+    xy = centre + rng.normal(0.0, 0.04, (1, nf, 3, 2))
+    fv = np.concatenate([xy, rng.uniform(2.0, 4.0, (1, nf, 3, 1))], -1)
+    tex = rng.uniform(0, 1, (1, nf, 1, 3))
+    assert binning.resolve_tiling(sj.TilingConfig(), "xla", s, nf).tile == 2
+    weights = rng.normal(size=(1, s, s, 4))
+
+    def loss(v, t, backend):
+        img = sj.soft_rasterize(v, t, image_size=s, sigma_val=sigma, backend=backend)
+        return jnp.sum(img * weights)
+
+    for argnum in (0, 1):
+        want = jax.grad(loss, argnum)(fv, tex, "reference")
+        got = jax.grad(loss, argnum)(fv, tex, "xla")
+        np.testing.assert_allclose(got, want, rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(
+        sj.soft_rasterize(fv, tex, image_size=s, sigma_val=sigma, backend="xla"),
+        sj.soft_rasterize(fv, tex, image_size=s, sigma_val=sigma, backend="reference"),
+        atol=1e-10,
+    )
+
+
+def test_two_pixel_tiles_default_capacity_holds_a_dense_sphere_in_one_pass():
+    """5,120 faces at 64^2 list more than 8 pairs per face with 2-pixel tiles: the default
+    capacity of small tiles still holds them in one pass (a second pass would sort again)."""
+    from bench.meshes import sphere_scene
+
+    fv, _ = sphere_scene(5120)
+    nf = fv.shape[1]
+    cfg = binning.resolve_tiling(sj.TilingConfig(), "xla", 64, nf)
+    assert cfg.tile == 2
+    grid = binning.make_grid(64, cfg.tile, 1, nf)
+    face = face_setup(jnp.asarray(fv.reshape(-1, 3, 3)))
+    ft = binning.face_tiles(face, 1e-4, 1e-4, grid, None, "euclidean")
+    capacity = binning.pair_capacity(cfg, grid, "xla")
+    assert int(ft.total) > 8 * nf + 4 * grid.num_tiles  # the larger tiles' default
+    assert int(binning.num_passes(ft, capacity)) == 1
