@@ -185,9 +185,10 @@ def test_crowded_tile_split_across_steps_matches_reference(float64, dist, rgb, a
 
 
 def test_auto_tile_follows_pixels_per_face():
-    assert binning.auto_tile(64, 1280) == 4  # 3.2 pixels per face
-    assert binning.auto_tile(64, 2048) == 4  # exactly 2
-    assert binning.auto_tile(64, 2049) == 2
+    assert binning.auto_tile(64, 600) == 4  # 6.8 pixels per face
+    assert binning.auto_tile(64, 1024) == 4  # exactly 4
+    assert binning.auto_tile(64, 1025) == 2
+    assert binning.auto_tile(64, 1280) == 2
     assert binning.auto_tile(256, 8192) == 8
     assert binning.auto_tile(16, 0) == 8
     cfg = binning.resolve_tiling(sj.TilingConfig(), "pallas", 64, 20480)
@@ -195,7 +196,7 @@ def test_auto_tile_follows_pixels_per_face():
 
 
 def test_very_dense_mesh_two_pixel_tiles_match_reference(float64):
-    """Faces smaller than a pixel take 2-pixel tiles (an odd image size leaves a partial tile);
+    """Faces smaller than 4 pixels take 2-pixel tiles (an odd image size leaves a partial tile);
     image and gradients match the dense reference."""
     s, nf, sigma = 15, 300, 1e-4
     rng = np.random.default_rng(11)
@@ -222,11 +223,11 @@ def test_very_dense_mesh_two_pixel_tiles_match_reference(float64):
 
 
 def test_two_pixel_tiles_default_capacity_holds_a_dense_sphere_in_one_pass():
-    """5,120 faces at 64^2 list more than 8 pairs per face with 2-pixel tiles: the default
+    """1,280 faces at 64^2 list more than 8 pairs per face with 2-pixel tiles: the default
     capacity of small tiles still holds them in one pass (a second pass would sort again)."""
     from bench.meshes import sphere_scene
 
-    fv, _ = sphere_scene(5120)
+    fv, _ = sphere_scene(1280)
     nf = fv.shape[1]
     cfg = binning.resolve_tiling(sj.TilingConfig(), "xla", 64, nf)
     assert cfg.tile == 2

@@ -33,8 +33,8 @@ class TilingConfig(NamedTuple):
 
     Attributes:
       tile: pixels per tile side. XLA default: 8; 4 for dense meshes (fewer than 8 pixels
-        per face), 2 for very dense ones (fewer than 2); Pallas default 8 (a power of two:
-        ``tile**2`` pixels per program).
+        per face), 2 for denser ones (fewer than 4, :func:`auto_tile`); Pallas default 8 (a
+        power of two: ``tile**2`` pixels per program).
       window: faces streamed per step of the forward (Pallas: a power of two).
       bwd_window: the same for the backward. XLA default: ``window``; Pallas default 8 (its
         in-kernel gradient keeps more values alive per pair; a power of two).
@@ -69,26 +69,28 @@ class _BackendDefaults(NamedTuple):
 # launch) than for idle slots. E.g. 1024^2 x 38,720 faces at sigma 1e-5 with 8-pixel tiles
 # makes ~443k pairs (Pallas default: 518k); 256 x 64^2 x 1,280 faces ~1.07M (default: 3.4M).
 _DEFAULTS = {"xla": _BackendDefaults(0, 0, 8, 4), "pallas": _BackendDefaults(8, 8, 10, 8)}
-# A face smaller than a pixel spans about 8 to 13 2-pixel tiles once its box is grown: with 8
-# pairs per face, 5,120 faces at 64^2 (sigma 1e-4) needed a second pass.
-_SMALL_TILE_PAIRS_PER_FACE = 14
+# A face's grown box spans many more 2-pixel tiles than larger ones: 13 to 22 per face for
+# 1,280 faces at 64^2 and 5,120 (a flattened ellipsoid) at 128^2, and a pass that overflows
+# is another sort and another sweep.
+_SMALL_TILE_PAIRS_PER_FACE = 24
 
 
 def auto_tile(image_size: int, faces_per_image: int) -> int:
     """The XLA path's tile side for ``faces_per_image`` faces on an S x S image (S:
-    ``image_size``).
+    ``image_size``): 8, 4 below 8 pixels per face, 2 below 4.
 
     A face much smaller than a tile still costs every pixel of the tiles it touches, so dense
     meshes take smaller tiles; smaller tiles cost more per pixel (each (tile, face) pair's
-    fetch and bookkeeping is shared by fewer pixels). Measured on a 2-core CPU at 64^2,
-    forward+backward: 20,480 faces 1.45x and 24 views of 5,120 1.27x faster with 2-pixel tiles
-    than with 4; 1,280 faces (3.2 pixels per face) no faster, and its forward slower.
+    fetch and bookkeeping is shared by fewer pixels). Measured on a 2-core CPU,
+    forward+backward with 2-pixel tiles against 4: 24 views of 1,280 faces at 64^2 1.16x
+    faster, the reconstruction batch (256 x 1,280 faces at 64^2) 1.21x, 20,480 faces at 64^2
+    1.45x and at 256^2 1.21x; the forward alone within 10% either way.
     """
     pixels = image_size * image_size
     faces = max(faces_per_image, 1)
     if pixels >= 8 * faces:
         return 8
-    return 4 if pixels >= 2 * faces else 2
+    return 4 if pixels >= 4 * faces else 2
 
 
 def resolve_tiling(
@@ -161,7 +163,7 @@ def make_grid(image_size: int, tile: int, batch: int, faces: int) -> TileGrid:
 
 def pair_capacity(cfg: TilingConfig, grid: TileGrid, backend: str) -> int:
     """(tile, face) pairs per binning pass: ``cfg.capacity``, or by default a number of pairs
-    per face and per tile (XLA: 8 and 4, 14 per face with 2-pixel tiles; Pallas: 10 and 8),
+    per face and per tile (XLA: 8 and 4, 24 per face with 2-pixel tiles; Pallas: 10 and 8),
     clamped to [4096, 2**24].
 
     Args:
