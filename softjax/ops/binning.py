@@ -81,10 +81,8 @@ def auto_tile(image_size: int, faces_per_image: int) -> int:
 
     A face much smaller than a tile still costs every pixel of the tiles it touches, so dense
     meshes take smaller tiles; smaller tiles cost more per pixel (each (tile, face) pair's
-    fetch and bookkeeping is shared by fewer pixels). Measured on a 2-core CPU,
-    forward+backward with 2-pixel tiles against 4: 24 views of 1,280 faces at 64^2 1.16x
-    faster, the reconstruction batch (256 x 1,280 faces at 64^2) 1.21x, 20,480 faces at 64^2
-    1.45x and at 256^2 1.21x; the forward alone within 10% either way.
+    fetch and bookkeeping is shared by fewer pixels). ``docs/performance.md`` has the
+    measurements behind the thresholds.
     """
     pixels = image_size * image_size
     faces = max(faces_per_image, 1)
