@@ -256,13 +256,13 @@ def test_default_capacity_of_a_padded_batch_follows_its_real_faces():
     """A pass sorts all of its slots: with concrete counts the default capacity is that of the
     real faces, not of the padded slots; an explicit capacity is kept."""
     cfg = sj.TilingConfig()
-    grid = binning.make_grid(64, 4, 4, 800)  # the default tile of dense meshes
+    grid = binning.make_grid(64, 4, 4, 100)  # 41 pixels per face: 4-pixel tiles
     padded = binning.pair_capacity(cfg, grid, "xla")
-    real = binning.padded_batch_capacity(cfg, "xla", 64, 4, 800, 1000).capacity
-    assert real == 8 * 1000 + 4 * grid.num_tiles < padded
-    # fewer than 4 pixels per face: 2-pixel tiles, 24 pairs per face
+    real = binning.padded_batch_capacity(cfg, "xla", 64, 4, 100, 150).capacity
+    assert real == 8 * 150 + 4 * grid.num_tiles < padded
+    # fewer than 32 pixels per face: 2-pixel tiles, 12 pairs per face
     grid = binning.make_grid(64, 2, 4, 20480)
     real = binning.padded_batch_capacity(cfg, "xla", 64, 4, 20480, 27200).capacity
-    assert real == 24 * 27200 + 4 * grid.num_tiles < binning.pair_capacity(cfg, grid, "xla")
+    assert real == 12 * 27200 + 4 * grid.num_tiles < binning.pair_capacity(cfg, grid, "xla")
     explicit = sj.TilingConfig(capacity=999)
     assert binning.padded_batch_capacity(explicit, "xla", 64, 4, 20480, 27200) == explicit

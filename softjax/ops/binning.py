@@ -32,9 +32,9 @@ class TilingConfig(NamedTuple):
     backend's default; ``docs/pipeline.md`` explains each knob.
 
     Attributes:
-      tile: pixels per tile side. XLA default: 8; 4 for dense meshes (fewer than 8 pixels
-        per face), 2 for denser ones (fewer than 4, :func:`auto_tile`); Pallas default 8 (a
-        power of two: ``tile**2`` pixels per program).
+      tile: pixels per tile side. XLA default: 8 from 128 pixels per face, 4 from 32, else
+        2 (:func:`auto_tile`); Pallas default 8 (a power of two: ``tile**2`` pixels per
+        program).
       window: faces streamed per step of the forward (Pallas: a power of two).
       bwd_window: the same for the backward. XLA default: ``window``; Pallas default 8 (its
         in-kernel gradient keeps more values alive per pair; a power of two).
@@ -69,26 +69,27 @@ class _BackendDefaults(NamedTuple):
 # launch) than for idle slots. E.g. 1024^2 x 38,720 faces at sigma 1e-5 with 8-pixel tiles
 # makes ~443k pairs (Pallas default: 518k); 256 x 64^2 x 1,280 faces ~1.07M (default: 3.4M).
 _DEFAULTS = {"xla": _BackendDefaults(0, 0, 8, 4), "pallas": _BackendDefaults(8, 8, 10, 8)}
-# A face's grown box spans many more 2-pixel tiles than larger ones: 13 to 22 per face for
-# 1,280 faces at 64^2 and 5,120 (a flattened ellipsoid) at 128^2, and a pass that overflows
-# is another sort and another sweep.
-_SMALL_TILE_PAIRS_PER_FACE = 24
+# A face's grown box spans more 2-pixel tiles than larger ones: up to 14 per face in the
+# geometry suite (5,120 faces of a flattened ellipsoid at 128^2), and a pass that overflows is
+# another sort and another sweep.
+_SMALL_TILE_PAIRS_PER_FACE = 12
 
 
 def auto_tile(image_size: int, faces_per_image: int) -> int:
     """The XLA path's tile side for ``faces_per_image`` faces on an S x S image (S:
-    ``image_size``): 8, 4 below 8 pixels per face, 2 below 4.
+    ``image_size``): the largest of 8, 4 and 2 with at least ``2 * tile**2`` pixels per face
+    (8 from 128 pixels per face, 4 from 32, else 2).
 
     A face much smaller than a tile still costs every pixel of the tiles it touches, so dense
     meshes take smaller tiles; smaller tiles cost more per pixel (each (tile, face) pair's
     fetch and bookkeeping is shared by fewer pixels). ``docs/performance.md`` has the
     measurements behind the thresholds.
     """
-    pixels = image_size * image_size
-    faces = max(faces_per_image, 1)
-    if pixels >= 8 * faces:
-        return 8
-    return 4 if pixels >= 4 * faces else 2
+    per_face = image_size * image_size / max(faces_per_image, 1)
+    for tile in (8, 4):
+        if per_face >= 2 * tile * tile:
+            return tile
+    return 2
 
 
 def resolve_tiling(
@@ -161,7 +162,7 @@ def make_grid(image_size: int, tile: int, batch: int, faces: int) -> TileGrid:
 
 def pair_capacity(cfg: TilingConfig, grid: TileGrid, backend: str) -> int:
     """(tile, face) pairs per binning pass: ``cfg.capacity``, or by default a number of pairs
-    per face and per tile (XLA: 8 and 4, 24 per face with 2-pixel tiles; Pallas: 10 and 8),
+    per face and per tile (XLA: 8 and 4, 12 per face with 2-pixel tiles; Pallas: 10 and 8),
     clamped to [4096, 2**24].
 
     Args:
@@ -240,6 +241,14 @@ def cull_lines(face: FaceData, grow, dist_func: str, image_size: int) -> jax.Arr
     return jnp.stack([jnp.where(usable, a, 0.0), jnp.where(usable, b, 0.0), c], -1)
 
 
+def index_margin(image_size: int) -> float:
+    """Pixels by which the binning widens a face's grown box against rounding: the pair math
+    tests each pixel centre against the same box (``pixel_face.pair_terms``), so only the
+    float32 rounding of the two computations may differ, a few ulps of coordinates up to
+    ``image_size`` (here about 250 ulps)."""
+    return 0.01 + image_size * 2.0**-16
+
+
 def face_tiles(
     face: FaceData,
     sigma_val,
@@ -268,17 +277,19 @@ def face_tiles(
     ymax = jnp.max(face.y, axis=-1) + grow
     finite = jnp.isfinite(xmin) & jnp.isfinite(xmax) & jnp.isfinite(ymin) & jnp.isfinite(ymax)
 
-    def to_index(v, fn):
-        # Pixel index from NDC, one pixel of margin against rounding; clip before the cast.
-        v = jnp.where(finite, v, 0.0)
+    margin = index_margin(s)
+
+    def to_index(v, fn, side):
+        # Pixel index from NDC, widened by `margin` against rounding; clip before the cast.
+        v = jnp.where(finite, v, 0.0) + side * margin
         return fn(jnp.clip(v, -4.0, s + 4.0)).astype(jnp.int32)
 
     # centre x of column c is (2c + 1 - S) / S  =>  c = (x S + S - 1) / 2
-    c_lo = to_index((xmin * s + s - 1) / 2, jnp.ceil) - 1
-    c_hi = to_index((xmax * s + s - 1) / 2, jnp.floor) + 1
+    c_lo = to_index((xmin * s + s - 1) / 2, jnp.ceil, -1)
+    c_hi = to_index((xmax * s + s - 1) / 2, jnp.floor, 1)
     # centre y of row r is (S - 1 - 2r) / S  =>  r = (S - 1 - y S) / 2
-    r_lo = to_index((s - 1 - ymax * s) / 2, jnp.ceil) - 1
-    r_hi = to_index((s - 1 - ymin * s) / 2, jnp.floor) + 1
+    r_lo = to_index((s - 1 - ymax * s) / 2, jnp.ceil, -1)
+    r_hi = to_index((s - 1 - ymin * s) / 2, jnp.floor, 1)
     on_screen = finite & (c_hi >= 0) & (c_lo <= s - 1) & (r_hi >= 0) & (r_lo <= s - 1)
     if present is not None:
         on_screen = on_screen & present
