@@ -158,8 +158,8 @@ def combine(st: AggState, later: AggState, opts: StaticOptions) -> AggState:
 
     Args:
       st, later: states of ``[..., P]`` arrays (e.g. :func:`init_state` or
-        :func:`window_state` results); the faces of ``later`` come after those of ``st``, which
-        matters for ties of the hard colour (the earlier face wins).
+        :func:`window_state` results), the faces of ``later`` after those of ``st``; of two
+        equally near faces the hard colour takes the one with the lower id.
       opts: static options.
     """
     new = {}
@@ -178,7 +178,11 @@ def combine(st: AggState, later: AggState, opts: StaticOptions) -> AggState:
         new["wsum"] = st.wsum * s_a + later.wsum * s_b
         new["acc"] = tuple(st.acc[c] * s_a + later.acc[c] * s_b for c in range(3))
     else:
-        better = later.zbest < st.zbest
+        # the nearest face, and of equally near ones the first (lowest id): the reference's
+        # order. Faces of `later` usually come after, but a coarse level of tiles
+        # (streamed.prepare) folds its faces after all those of the fine level.
+        tie = (later.zbest == st.zbest) & (later.fbest < st.fbest) & (later.zbest < jnp.inf)
+        better = (later.zbest < st.zbest) | tie
         new["zbest"] = jnp.where(better, later.zbest, st.zbest)
         new["fbest"] = jnp.where(better, later.fbest, st.fbest)
         new["rgb"] = tuple(jnp.where(better, later.rgb[c], st.rgb[c]) for c in range(3))

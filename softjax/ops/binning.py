@@ -45,6 +45,10 @@ class TilingConfig(NamedTuple):
         forward and the backward kernel.
       interpret: Pallas only; ``True`` runs the kernels in the Pallas interpreter (any
         platform, slow), ``None`` exactly when the default backend is not a GPU.
+      coarse_tile: XLA only: faces whose grown box covers more than ``COARSE_FACE_PIXELS``
+        pixels are binned on tiles of this side instead (a second level of tiles), a multiple
+        of ``tile``; at most ``tile``: one level. Default 8 (one level when ``tile`` is 8).
+        The Pallas kernels use one level.
     """
 
     tile: int = 0
@@ -56,6 +60,7 @@ class TilingConfig(NamedTuple):
     bwd_num_warps: int = 8
     num_stages: int = 1
     interpret: bool | None = None
+    coarse_tile: int = 0
 
 
 class _BackendDefaults(NamedTuple):
@@ -63,12 +68,23 @@ class _BackendDefaults(NamedTuple):
     bwd_window: int  # 0: the forward window
     pairs_per_face: int  # of the default capacity
     pairs_per_tile: int
+    coarse_tile: int  # 0: one level of tiles
 
 
 # The Pallas capacity is more generous: a GPU pays more for a second pass (another sort and
 # launch) than for idle slots. E.g. 1024^2 x 38,720 faces at sigma 1e-5 with 8-pixel tiles
 # makes ~443k pairs (Pallas default: 518k); 256 x 64^2 x 1,280 faces ~1.07M (default: 3.4M).
-_DEFAULTS = {"xla": _BackendDefaults(0, 0, 8, 4), "pallas": _BackendDefaults(8, 8, 10, 8)}
+_DEFAULTS = {
+    "xla": _BackendDefaults(0, 0, 8, 4, 8),
+    "pallas": _BackendDefaults(8, 8, 10, 8, 0),
+}
+# A face whose grown box covers more pixels than this goes to the coarse tiles: a long thin
+# face lists hundreds of 2-pixel tiles (the passes enumerate its whole box), a few dozen
+# 8-pixel ones; small faces waste most of an 8-pixel tile. The large faces move only when they
+# list a quarter of the box pairs (1 / COARSE_MIN_SHARE_INV): the slivers of the geometry suite
+# run 3x faster, a sphere's few edge-on faces would run slower. docs/performance.md: figures.
+COARSE_FACE_PIXELS = 512
+COARSE_MIN_SHARE_INV = 4
 # A face's grown box spans more 2-pixel tiles than larger ones: up to 14 per face in the
 # geometry suite (5,120 faces of a flattened ellipsoid at 128^2), and a pass that overflows is
 # another sort and another sweep.
@@ -105,15 +121,24 @@ def resolve_tiling(
       faces_per_image: F.
 
     Returns:
-      ``cfg`` with ``tile``, ``window`` (at least 1) and ``bwd_window`` set.
+      ``cfg`` with ``tile``, ``window`` (at least 1), ``bwd_window`` and ``coarse_tile`` set.
+
+    Raises:
+      ValueError: ``coarse_tile`` is larger than ``tile`` but not a multiple of it.
     """
     d = _DEFAULTS[backend]
     tile = cfg.tile or d.tile or auto_tile(image_size, faces_per_image)
     window = max(cfg.window, 1)
+    coarse = max(cfg.coarse_tile or d.coarse_tile, tile) if d.coarse_tile else tile
+    if coarse % tile:
+        raise ValueError(
+            f"TilingConfig.coarse_tile must be a multiple of tile, got {coarse} and {tile}"
+        )
     return cfg._replace(
         tile=tile,
         window=window,
         bwd_window=cfg.bwd_window or d.bwd_window or window,
+        coarse_tile=coarse,
     )
 
 
@@ -155,8 +180,12 @@ class TileGrid(NamedTuple):
         return self.tile * self.tile
 
 
-def make_grid(image_size: int, tile: int, batch: int, faces: int) -> TileGrid:
-    n = -(-image_size // tile)
+def make_grid(image_size: int, tile: int, batch: int, faces: int, span: int = 0) -> TileGrid:
+    """The tiling of ``batch`` images of ``image_size``^2 pixels with ``faces`` faces each, in
+    tiles of ``tile``^2 pixels that cover a padded square whose side is a multiple of ``span``
+    (default ``tile``): grids of the same span cover the same pixels (:func:`relayout`)."""
+    span = span or tile
+    n = -(-image_size // span) * (span // tile)
     return TileGrid(image_size, tile, n, batch, faces)
 
 
@@ -304,6 +333,17 @@ def face_tiles(
     total = inclusive[-1] if count.shape[0] else jnp.int32(0)
     lines = None if dist_func is None else cull_lines(face, grow, dist_func, s)
     return FaceTiles(tx0, ty0, width, count, inclusive, total, lines)
+
+
+def coarse_faces(ft: FaceTiles, grid: TileGrid) -> jax.Array:
+    """``[BF]`` bool: the faces that go to the coarse tiles (``ft``: their tile ranges on the
+    fine ``grid``): those whose grown box covers more than ``COARSE_FACE_PIXELS`` pixels, when
+    together they list more than ``1 / COARSE_MIN_SHARE_INV`` of the fine tiles' box pairs;
+    else none (a coarse level costs a few steps of partly empty windows, which a handful of
+    large faces do not repay)."""
+    big = ft.count * grid.tile_pixels > COARSE_FACE_PIXELS
+    big_pairs = jnp.sum(jnp.where(big, ft.count, 0))
+    return big & (big_pairs * COARSE_MIN_SHARE_INV > ft.total)
 
 
 def _tile_reaches(lines: jax.Array, tx, ty, grid: TileGrid) -> jax.Array:
@@ -462,20 +502,39 @@ def tile_pixel_coords(tiles: jax.Array, grid: TileGrid, dtype) -> tuple[jax.Arra
     return pixel_center_x(cols, grid.image_size), pixel_center_y(rows, grid.image_size)
 
 
+def _tiles_to_square(x: jax.Array, grid: TileGrid) -> jax.Array:
+    """``[NT, tile*tile, ...]`` -> ``[B, n*tile, n*tile, ...]``: the padded square."""
+    t, n = grid.tile, grid.n
+    rest = x.shape[2:]
+    x = x.reshape((grid.batch, n, n, t, t) + rest)
+    x = jnp.moveaxis(x, 3, 2)  # [B, n, t, n, t, ...]
+    return x.reshape((grid.batch, n * t, n * t) + rest)
+
+
+def _square_to_tiles(x: jax.Array, grid: TileGrid) -> jax.Array:
+    """``[B, n*tile, n*tile, ...]`` -> ``[NT, tile*tile, ...]``."""
+    t, n = grid.tile, grid.n
+    rest = x.shape[3:]
+    x = x.reshape((grid.batch, n, t, n, t) + rest)
+    x = jnp.moveaxis(x, 2, 3)  # [B, n, n, t, t, ...]
+    return x.reshape((grid.num_tiles, t * t) + rest)
+
+
+def relayout(x: jax.Array, src: TileGrid, dst: TileGrid) -> jax.Array:
+    """Per-pixel values ``[NT, tile*tile, ...]`` in the tile layout of ``src`` -> that of
+    ``dst``; both grids cover the same padded square (:func:`make_grid`'s ``span``), so the
+    padding pixels keep their values too."""
+    if src.tile == dst.tile:
+        return x
+    return _square_to_tiles(_tiles_to_square(x, src), dst)
+
+
 def tiles_to_image(x: jax.Array, grid: TileGrid) -> jax.Array:
     """``[NT, tile*tile, C]`` in tile layout -> ``[B, S, S, C]`` images."""
-    t, n = grid.tile, grid.n
-    c = x.shape[-1]
-    x = x.reshape(grid.batch, n, n, t, t, c).transpose(0, 1, 3, 2, 4, 5)
-    x = x.reshape(grid.batch, n * t, n * t, c)
-    return x[:, : grid.image_size, : grid.image_size]
+    return _tiles_to_square(x, grid)[:, : grid.image_size, : grid.image_size]
 
 
 def image_to_tiles(x: jax.Array, grid: TileGrid) -> jax.Array:
     """``[B, S, S, C]`` images -> ``[NT, tile*tile, C]`` tile layout (zero padded)."""
-    t, n = grid.tile, grid.n
-    pad = n * t - grid.image_size
-    x = jnp.pad(x, ((0, 0), (0, pad), (0, pad), (0, 0)))
-    c = x.shape[-1]
-    x = x.reshape(grid.batch, n, t, n, t, c).transpose(0, 1, 3, 2, 4, 5)
-    return x.reshape(grid.num_tiles, t * t, c)
+    pad = grid.n * grid.tile - grid.image_size
+    return _square_to_tiles(jnp.pad(x, ((0, 0), (0, pad), (0, pad), (0, 0))), grid)

@@ -67,43 +67,110 @@ class Passes(NamedTuple):
 
 def prepare(
     passes: Passes, face_vertices, textures, scalars: Scalars, opts: StaticOptions, cfg, face_counts
-) -> Context:
-    """Tiling, per-face data and per-face tile ranges of one call (forward or backward); the
-    padding faces of a padded batch (``face_counts``) overlap no tile."""
+) -> tuple[Context, ...]:
+    """Tiling, per-face data and per-face tile ranges of one call (forward or backward): one
+    :class:`Context` per level of tiles, the fine tiles first, then (when ``coarse_tile`` is
+    larger than ``tile``) the coarse tiles of the faces with large grown boxes
+    (:func:`binning.coarse_faces`). Both levels cover the same padded pixels. The padding faces
+    of a padded batch (``face_counts``) overlap no tile."""
     bsz, nf = face_vertices.shape[:2]
     cfg = binning.resolve_tiling(cfg, passes.backend, opts.image_size, nf)
-    grid = binning.make_grid(opts.image_size, cfg.tile, bsz, nf)
-    fv = face_vertices.reshape(grid.num_faces, 3, 3)
+    span = cfg.coarse_tile
+    fv = face_vertices.reshape(bsz * nf, 3, 3)
     face = face_setup(fv)
-    present = binning.face_present(face_counts, grid)
-    ft = binning.face_tiles(
-        face, scalars.sigma_val, scalars.dist_eps, grid, present, opts.dist_func
+    tex = _per_face(textures, bsz * nf)
+    present = binning.face_present(face_counts, binning.make_grid(opts.image_size, 1, bsz, nf))
+
+    def level(tile: int, faces) -> Context:
+        grid = binning.make_grid(opts.image_size, tile, bsz, nf, span)
+        ft = binning.face_tiles(
+            face, scalars.sigma_val, scalars.dist_eps, grid, faces, opts.dist_func
+        )
+        cfg_l = cfg._replace(tile=tile)
+        capacity = binning.pair_capacity(cfg_l, grid, passes.backend)
+        cfg_l = cfg_l._replace(
+            group=cfg.group or binning.default_group(cfg_l, grid.num_tiles, capacity)
+        )
+        return Context(cfg_l, grid, capacity, fv, face, ft, tex, scalars, opts, None)
+
+    fine = level(cfg.tile, present)
+    levels = [fine]
+    if span > cfg.tile:
+        coarse = binning.coarse_faces(fine.ft, fine.grid)
+        keep = ~coarse if present is None else present & ~coarse
+        big = coarse if present is None else present & coarse
+        levels = [level(cfg.tile, keep), level(span, big)]
+    extra = passes.setup(levels[0])  # per face: the same for every level
+    return tuple(ctx._replace(extra=extra) for ctx in levels)
+
+
+def _with_sentinel(x: jax.Array, passes: Passes, fill) -> jax.Array:
+    """Per-tile arrays with the backend's sentinel row appended (filled with ``fill``'s row 0
+    cast: any value, the row is only a target for padded slots)."""
+    if not passes.sentinel_tile:
+        return x
+    return jnp.concatenate([x, jnp.full_like(x[:1], fill)], 0)
+
+
+def _without_sentinel(x: jax.Array, passes: Passes) -> jax.Array:
+    return x[:-1] if passes.sentinel_tile else x
+
+
+def _relayout(tree, passes: Passes, src: Context, dst: Context, fill=0):
+    """Per-pixel arrays (a pytree, sentinel rows included) from ``src``'s tiles to ``dst``'s."""
+    if src.grid.tile == dst.grid.tile:
+        return tree
+    return jax.tree.map(
+        lambda v: _with_sentinel(
+            binning.relayout(_without_sentinel(v, passes), src.grid, dst.grid), passes, fill
+        ),
+        tree,
     )
-    tex = _per_face(textures, grid.num_faces)
-    capacity = binning.pair_capacity(cfg, grid, passes.backend)
-    cfg = cfg._replace(group=cfg.group or binning.default_group(cfg, grid.num_tiles, capacity))
-    ctx = Context(cfg, grid, capacity, fv, face, ft, tex, scalars, opts, None)
-    return ctx._replace(extra=passes.setup(ctx))
 
 
 def _forward(passes: Passes, face_vertices, textures, scalars, opts, cfg, face_counts):
-    ctx = prepare(passes, face_vertices, textures, scalars, opts, cfg, face_counts)
-    nf = binning.tile_faces_per_image(face_counts, ctx.grid, face_vertices.dtype)
-    grid = ctx.grid
-    rows = grid.num_tiles + int(passes.sentinel_tile)
-    state = aggregate.init_state((rows, grid.tile_pixels), opts, scalars, face_vertices.dtype)
-    # the first pass's bins are saved for the backward (usually the only pass): O(capacity)
-    first = _bins(ctx, 0)
-    state = jax.lax.fori_loop(
-        0,
-        binning.num_passes(ctx.ft, ctx.capacity),
-        lambda p, st: passes.forward_pass(ctx, _bins(ctx, p, first), st),
-        state,
-    )
-    if passes.sentinel_tile:
-        state = jax.tree.map(lambda v: v[:-1], state)
+    levels = prepare(passes, face_vertices, textures, scalars, opts, cfg, face_counts)
+    fine = levels[0]
+    rows = fine.grid.num_tiles + int(passes.sentinel_tile)
+    state = aggregate.init_state((rows, fine.grid.tile_pixels), opts, scalars, face_vertices.dtype)
+    firsts = []
+    for i, ctx in enumerate(levels):  # a level's faces follow the previous level's in each pixel
+
+        def run(state, ctx=ctx):
+            state = _relayout(state, passes, fine, ctx)
+            # the first pass's bins are saved for the backward (usually the only pass)
+            first = _bins(ctx, 0)
+            state = jax.lax.fori_loop(
+                0,
+                binning.num_passes(ctx.ft, ctx.capacity),
+                lambda p, st: passes.forward_pass(ctx, _bins(ctx, p, first), st),
+                state,
+            )
+            return _relayout(state, passes, ctx, fine), first
+
+        state, first = _unless_empty(i, ctx, run, state, functools.partial(_empty_bins, ctx))
+        firsts.append(first)
+    state = jax.tree.map(lambda v: _without_sentinel(v, passes), state)
+    nf = binning.tile_faces_per_image(face_counts, fine.grid, face_vertices.dtype)
     out = jnp.stack(aggregate.finalize(state, opts, nf), -1)  # [NT, P, 4]
-    return binning.tiles_to_image(out, grid), (aggregate.saved_state(state), out, first)
+    saved = (aggregate.saved_state(state), out, tuple(firsts))
+    return binning.tiles_to_image(out, fine.grid), saved
+
+
+def _unless_empty(level: int, ctx: Context, run, carry, empty_extra=None):
+    """``run(carry)`` for the fine level (``level`` 0); for the coarse level only when it holds
+    pairs (most meshes have no face that large), else ``carry`` unchanged (and
+    ``empty_extra()``)."""
+    if level == 0:
+        return run(carry)
+    if empty_extra is None:
+        return jax.lax.cond(ctx.ft.total > 0, run, lambda c: c, carry)
+    return jax.lax.cond(ctx.ft.total > 0, run, lambda c: (c, empty_extra()), carry)
+
+
+def _empty_bins(ctx: Context) -> binning.Bins:
+    shapes = jax.eval_shape(lambda: _bins(ctx, 0))
+    return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
 
 
 def _bins(ctx: Context, p, first: binning.Bins | None = None) -> binning.Bins:
@@ -118,21 +185,27 @@ def _backward(
     passes: Passes, face_vertices, textures, scalars, opts, cfg, face_counts, saved, g_image
 ):
     dtype = face_vertices.dtype
-    ctx = prepare(passes, face_vertices, textures, scalars, opts, cfg, face_counts)
-    nf = binning.tile_faces_per_image(face_counts, ctx.grid, dtype)
-    g = binning.image_to_tiles(g_image.astype(dtype), ctx.grid)  # [NT, P, 4]
-    state, out, first = saved
+    levels = prepare(passes, face_vertices, textures, scalars, opts, cfg, face_counts)
+    fine = levels[0]
+    nf = binning.tile_faces_per_image(face_counts, fine.grid, dtype)
+    g = binning.image_to_tiles(g_image.astype(dtype), fine.grid)  # [NT, P, 4]
+    state, out, firsts = saved
     consts = aggregate.backward_consts(state, out, g, opts, nf)
-    consts_p = consts
-    if passes.sentinel_tile:
-        consts_p = jax.tree.map(lambda v: jnp.concatenate([v, jnp.zeros_like(v[:1])], 0), consts)
-    acc = jax.lax.fori_loop(
-        0,
-        binning.num_passes(ctx.ft, ctx.capacity),
-        lambda p, acc: passes.backward_pass(ctx, consts_p, _bins(ctx, p, first), acc),
-        passes.backward_init(ctx),
-    )
-    g_fv, g_tex, g_sc = passes.backward_result(ctx, acc)
+    consts_fine = jax.tree.map(lambda v: _with_sentinel(v, passes, 0), consts)
+    acc = passes.backward_init(fine)
+    for i, (ctx, first) in enumerate(zip(levels, firsts, strict=True)):
+
+        def run(acc, ctx=ctx, first=first):
+            consts_p = _relayout(consts_fine, passes, fine, ctx)
+            return jax.lax.fori_loop(
+                0,
+                binning.num_passes(ctx.ft, ctx.capacity),
+                lambda p, acc: passes.backward_pass(ctx, consts_p, _bins(ctx, p, first), acc),
+                acc,
+            )
+
+        acc = _unless_empty(i, ctx, run, acc)
+    g_fv, g_tex, g_sc = passes.backward_result(levels[0], acc)
     g_scalars = aggregate.scalar_grads(tuple(g_sc), consts, scalars, opts, dtype)
     g_tex = jax.tree.map(lambda g, t: g.reshape(t.shape), g_tex, textures)
     return g_fv.reshape(face_vertices.shape), g_tex, g_scalars
