@@ -252,7 +252,7 @@ def geometry_table(args) -> list[dict]:
 
     base = args.baseline
     header = (
-        f"{'scene':<26} {'B x F':>12} {'S':>4} {'useful':>9} {'cand/u':>7} "
+        f"{'scene':<26} {'B x F':>12} {'S':>4} {'tile':>5} {'useful':>9} {'cand/u':>7} "
         f"{'fwd ms':>8} {'f+b ms':>8} {'fwd ns/u':>9} {'f+b ns/u':>9}"
     )
     if base:
@@ -276,6 +276,7 @@ def geometry_table(args) -> list[dict]:
             row[f"{k}_ns_per_useful"] = 1e6 * row[f"{k}_ms"] / max(row["useful"], 1)
         line = (
             f"{scene.name:<26} {row['batch']:>4} x {row['faces']:>5} {row['image_size']:>4} "
+            f"{geometry.tile_label(row):>5} "
             f"{row['useful']:>9} {row['candidate_pixels'] / max(row['useful'], 1):>7.1f} "
             f"{row['fwd_ms']:>8.1f} {row['fwd_bwd_ms']:>8.1f} "
             f"{row['fwd_ns_per_useful']:>9.1f} {row['fwd_bwd_ns_per_useful']:>9.1f}"

@@ -10,6 +10,7 @@ report time per useful pair and candidates per useful pair.
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import jax
@@ -159,23 +160,36 @@ def pair_counts(scene: Scene, dist_eps: float = 1e-4, backend: str = "xla") -> d
     backend picks by default.
 
     Args:
-      scene: the scene; dist_eps: the culling probability; backend: whose default tile.
+      scene: the scene; dist_eps: the culling probability; backend: whose default tiles.
 
     Returns:
       ``useful``: (pixel, face) pairs that pass the ``dist_eps`` test; ``tile``: the tile size;
-      ``box_tiles``: (tile, face) pairs of the faces' grown bounding boxes; ``candidate_tiles``:
-      those the edge-line culling keeps (what the passes evaluate); ``candidate_pixels``:
-      ``candidate_tiles x tile^2``.
+      ``coarse_tile`` and ``coarse_faces``: the coarse level's tile size and faces (0 and 0 when
+      the call runs on one level, :func:`softjax.ops.binning.coarse_faces`); ``box_tiles``:
+      (tile, face) pairs of the faces' grown bounding boxes; ``candidate_tiles``: those the
+      edge-line culling keeps (what the passes evaluate); ``candidate_pixels``: their pixels.
     """
     fv = jnp.asarray(scene.fv)
     b, f = fv.shape[:2]
     cfg = binning.resolve_tiling(binning.TilingConfig(), backend, scene.image_size, f)
-    tile = cfg.tile
-    grid = binning.make_grid(scene.image_size, tile, b, f)
+    span = cfg.coarse_tile
+    grid = binning.make_grid(scene.image_size, cfg.tile, b, f, span)
     face = face_setup(fv.reshape(-1, 3, 3))
     ft = binning.face_tiles(face, scene.sigma, dist_eps, grid, None, "euclidean")
-    box = int(ft.total)
-    kept = int(jax.jit(lambda ft: binning.bin_pass(ft, 0, max(box, 1), grid).pairs)(ft))
+    levels = [(grid, None)]
+    coarse = np.zeros(b * f, bool)
+    if span > cfg.tile:
+        coarse = np.asarray(binning.coarse_faces(ft, grid))
+        if coarse.any():
+            coarse_grid = binning.make_grid(scene.image_size, span, b, f, span)
+            levels = [(grid, jnp.asarray(~coarse)), (coarse_grid, jnp.asarray(coarse))]
+    box = kept = pixels = 0
+    for g, faces in levels:
+        ft = binning.face_tiles(face, scene.sigma, dist_eps, g, faces, "euclidean")
+        box_l = int(ft.total)
+        kept_pairs = functools.partial(binning.bin_pass, capacity=max(box_l, 1), grid=g)
+        kept_l = int(jax.jit(lambda ft, kept_pairs=kept_pairs: kept_pairs(ft, 0).pairs)(ft))
+        box, kept, pixels = box + box_l, kept + kept_l, pixels + kept_l * g.tile_pixels
     chunk = max(1, (1 << 22) // scene.image_size**2)  # about 4M pairs per step
     flat = fv.reshape(-1, 3, 3)
     flat = jnp.pad(flat, ((0, -flat.shape[0] % chunk), (0, 0), (0, 0)), constant_values=np.nan)
@@ -184,13 +198,22 @@ def pair_counts(scene: Scene, dist_eps: float = 1e-4, backend: str = "xla") -> d
             jax.lax.map(lambda c: _useful_in(c, scene.image_size, scene.sigma, dist_eps), x)
         )
     )
+    two = len(levels) > 1
     return {
         "useful": int(count(flat.reshape(-1, chunk, 3, 3))),
-        "tile": tile,
+        "tile": cfg.tile,
+        "coarse_tile": span if two else 0,
+        "coarse_faces": int(coarse.sum()) if two else 0,
         "box_tiles": box,
         "candidate_tiles": kept,
-        "candidate_pixels": kept * tile * tile,
+        "candidate_pixels": pixels,
     }
+
+
+def tile_label(counts: dict) -> str:
+    """``'2'``, or ``'2+8'`` when some faces go to coarse tiles (:func:`pair_counts`' dict)."""
+    coarse = f"+{counts['coarse_tile']}" if counts["coarse_tile"] else ""
+    return f"{counts['tile']}{coarse}"
 
 
 def time_scene(scene: Scene, repeats: int = 3, backend: str = "xla") -> dict:
@@ -220,7 +243,7 @@ def run_suite(repeats: int = 3, backend: str = "xla", names: str | None = None) 
     """Counts and times every scene (``names``: comma-separated substrings to keep); prints one
     table row per scene as it goes and returns the rows."""
     header = (
-        f"{'scene':<26} {'B x F':>12} {'S':>4} {'useful':>9} {'cand/useful':>11} "
+        f"{'scene':<26} {'B x F':>12} {'S':>4} {'tile':>5} {'useful':>9} {'cand/useful':>11} "
         f"{'fwd ms':>8} {'f+b ms':>8} {'fwd ns/u':>9} {'f+b ns/u':>9}"
     )
     print(header)
@@ -237,6 +260,7 @@ def run_suite(repeats: int = 3, backend: str = "xla", names: str | None = None) 
         rows.append(row)
         print(
             f"{scene.name:<26} {row['batch']:>4} x {row['faces']:>5} {row['image_size']:>4} "
+            f"{tile_label(row):>5} "
             f"{row['useful']:>9} {row['candidate_pixels'] / max(row['useful'], 1):>11.1f} "
             f"{row['fwd_ms']:>8.1f} {row['fwd_bwd_ms']:>8.1f} "
             f"{row['fwd_ns_per_useful']:>9.1f} {row['fwd_bwd_ns_per_useful']:>9.1f}",

@@ -172,3 +172,19 @@ def test_combine_takes_the_lower_face_id_of_equally_near_faces():
     out = aggregate.combine(st, later, opts)
     np.testing.assert_array_equal(out.fbest, [3, 5, 3, -1, 5])
     np.testing.assert_array_equal(out.rgb[0], [0.75, 0.25, 0.75, 0.25, 0.25])
+
+
+def test_geometry_counts_follow_both_levels():
+    """The benchmark's candidate counts are those of the levels the call runs: every useful
+    pair lies in a kept tile of its face's level."""
+    from bench import geometry
+
+    scene = geometry.slivers(300, 48)
+    counts = geometry.pair_counts(scene)
+    assert (counts["tile"], counts["coarse_tile"]) == (2, 8)
+    assert geometry.tile_label(counts) == "2+8"
+    assert 0 < counts["coarse_faces"] < 300
+    assert counts["useful"] <= counts["candidate_pixels"] < 16 * counts["useful"]
+    assert counts["candidate_tiles"] < counts["box_tiles"]
+    one = geometry.pair_counts(scene._replace(fv=scene.fv[:, :15], tex=scene.tex[:, :15]))
+    assert (one["tile"], one["coarse_tile"]) == (8, 0)  # 154 pixels per face: one level
