@@ -322,10 +322,12 @@ def test_padded_batch_renders_each_mesh_alone():
         g_one, img_one = grad(f1, image[b : b + 1], u1, t1, None, slice(b, b + 1))
         np.testing.assert_allclose(img_pad[b], img_one[0], atol=1e-6)
         for g, g1 in zip(g_pad, g_one, strict=True):
+            # float32 sums in another order: errors relative to the largest term (~50 here)
+            atol = 1e-5 * max(1.0, float(np.max(np.abs(g1))))
             if g.ndim == 4 and g.shape[1:3] == image.shape[1:3]:  # the image
-                np.testing.assert_allclose(g[b], g1[0], atol=1e-5)
+                np.testing.assert_allclose(g[b], g1[0], atol=atol)
             else:
-                np.testing.assert_allclose(g[b, :n], g1[0], atol=1e-5)
+                np.testing.assert_allclose(g[b, :n], g1[0], atol=atol)
                 assert np.all(np.asarray(g)[b, n:] == 0)
 
 
