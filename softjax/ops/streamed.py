@@ -105,8 +105,8 @@ def prepare(
 
 
 def _with_sentinel(x: jax.Array, passes: Passes, fill) -> jax.Array:
-    """Per-tile arrays with the backend's sentinel row appended (filled with ``fill``'s row 0
-    cast: any value, the row is only a target for padded slots)."""
+    """Per-tile arrays with the backend's sentinel row appended, filled with ``fill`` (any value:
+    the row is only a target for padded slots)."""
     if not passes.sentinel_tile:
         return x
     return jnp.concatenate([x, jnp.full_like(x[:1], fill)], 0)
