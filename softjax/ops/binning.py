@@ -46,8 +46,9 @@ class TilingConfig(NamedTuple):
       interpret: Pallas only; ``True`` runs the kernels in the Pallas interpreter (any
         platform, slow), ``None`` exactly when the default backend is not a GPU.
       coarse_tile: XLA only: faces whose grown box covers more than ``COARSE_FACE_PIXELS``
-        pixels are binned on tiles of this side instead (a second level of tiles), a multiple
-        of ``tile``; at most ``tile``: one level. Default 8 (one level when ``tile`` is 8).
+        pixels are binned on tiles of this side instead (a second level of tiles) when they
+        list a quarter of the box pairs (:func:`coarse_faces`); a multiple of ``tile``, at most
+        ``tile``: one level. Default 8 (one level when ``tile`` is 8).
         The Pallas kernels use one level.
     """
 
