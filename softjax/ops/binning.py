@@ -330,10 +330,19 @@ def face_tiles(
     ty0, ty1 = r_lo // t, r_hi // t
     width = tx1 - tx0 + 1
     count = jnp.where(on_screen, width * (ty1 - ty0 + 1), 0).astype(jnp.int32)
+    lines = None if dist_func is None else cull_lines(face, grow, dist_func, s)
+    return _with_counts(FaceTiles(tx0, ty0, width, count, None, None, lines), count)
+
+
+def _with_counts(ft: FaceTiles, count: jax.Array) -> FaceTiles:
     inclusive = jnp.cumsum(count).astype(jnp.int32)
     total = inclusive[-1] if count.shape[0] else jnp.int32(0)
-    lines = None if dist_func is None else cull_lines(face, grow, dist_func, s)
-    return FaceTiles(tx0, ty0, width, count, inclusive, total, lines)
+    return ft._replace(count=count, inclusive=inclusive, total=total)
+
+
+def keep_faces(ft: FaceTiles, faces: jax.Array) -> FaceTiles:
+    """``ft`` with only the faces ``faces`` (``[BF]`` bool) listed."""
+    return _with_counts(ft, jnp.where(faces, ft.count, 0))
 
 
 def coarse_faces(ft: FaceTiles, grid: TileGrid) -> jax.Array:

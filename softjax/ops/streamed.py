@@ -97,9 +97,8 @@ def prepare(
     levels = [fine]
     if span > cfg.tile:
         coarse = binning.coarse_faces(fine.ft, fine.grid)
-        keep = ~coarse if present is None else present & ~coarse
         big = coarse if present is None else present & coarse
-        levels = [level(cfg.tile, keep), level(span, big)]
+        levels = [fine._replace(ft=binning.keep_faces(fine.ft, ~coarse)), level(span, big)]
     extra = passes.setup(levels[0])  # per face: the same for every level
     return tuple(ctx._replace(extra=extra) for ctx in levels)
 
