@@ -189,6 +189,56 @@ def combine(st: AggState, later: AggState, opts: StaticOptions) -> AggState:
     return AggState(**new)
 
 
+def fold_rows(st: AggState, rows, parts: AggState, opts: StaticOptions) -> AggState:
+    """Folds the states ``parts`` (arrays ``[G, P]``) into rows ``rows`` (``[G]`` int32) of
+    ``st`` (arrays ``[R, P]``), several parts possibly into one row: the result of
+    :func:`combine` over each row's parts, in any order, with a constant number of scatters
+    (an associative scan over the parts took one level per doubling of ``G``).
+
+    Of equally near faces the hard colour takes the lowest id, as :func:`combine`; the sums
+    are added in another order (float rounding). Rows not in ``rows`` are unchanged.
+    """
+    new = {}
+    if opts.aggr_alpha == "prod":
+        new["log1m"] = st.log1m.at[rows].add(parts.log1m)
+    elif opts.aggr_alpha == "sum":
+        new["asum"] = st.asum.at[rows].add(parts.asum)
+    else:
+        new["ahard"] = st.ahard.at[rows].max(parts.ahard)
+    if opts.aggr_rgb == "softmax":
+        zmax = st.zmax.at[rows].max(parts.zmax)
+        z = zmax[rows]
+        shift = jnp.where(z == -jnp.inf, 0.0, z)
+        s_old = jnp.exp(st.zmax[rows] - shift)
+        s_new = jnp.exp(parts.zmax - shift)
+
+        def fold(total, part):  # rescale the row once (repeated rows write equal values), add
+            return total.at[rows].set(total[rows] * s_old).at[rows].add(part * s_new)
+
+        new["zmax"] = zmax
+        new["wsum"] = fold(st.wsum, parts.wsum)
+        new["acc"] = tuple(fold(st.acc[c], parts.acc[c]) for c in range(3))
+    else:
+        zbest = st.zbest.at[rows].min(parts.zbest)
+        z = zbest[rows]
+        # the nearest face's id: the row's own if it is still the nearest, else the lowest of
+        # the parts' as near (never a part without faces: its depth is inf)
+        none = jnp.iinfo(jnp.int32).max
+        kept = jnp.where(st.zbest[rows] == z, st.fbest[rows], none)
+        cand = jnp.where((parts.zbest == z) & (z < jnp.inf), parts.fbest, none)
+        fbest = st.fbest.at[rows].set(kept).at[rows].min(cand)
+        # the colour of the one part holding that face, if any (else the row keeps its own)
+        won = (cand == fbest[rows]) & (cand != none)
+        dst = jnp.where(won, rows[:, None], st.zbest.shape[0])  # out of range: dropped
+        pix = jnp.arange(z.shape[-1])[None, :]
+        new["zbest"] = zbest
+        new["fbest"] = fbest
+        new["rgb"] = tuple(
+            st.rgb[c].at[dst, pix].set(parts.rgb[c], mode="drop") for c in range(3)
+        )
+    return AggState(**new)
+
+
 def update_state(st: AggState, t: PairTerms, colors: tuple, fid, opts: StaticOptions) -> AggState:
     """Folds one window of faces into the state: ``combine(st, window_state(...))``.
 

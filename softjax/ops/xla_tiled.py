@@ -141,20 +141,6 @@ def _sweep(ctx: streamed.Context, bins: binning.Bins, carry, step_fn, k_size: in
     return jax.lax.fori_loop(0, (items.count + g_size - 1) // g_size, step, carry)
 
 
-def _segment_totals(tiles, part: aggregate.AggState, opts: StaticOptions) -> aggregate.AggState:
-    """Combines the consecutive items of the same tile (a segmented associative scan over the
-    ``G`` axis): the last item of each tile's run holds the run's state."""
-    starts = jnp.concatenate([jnp.ones((1,), bool), tiles[1:] != tiles[:-1]])
-
-    def op(x, y):
-        (fx, sx), (fy, sy) = x, y
-        merged = aggregate.combine(sx, sy, opts)
-        keep = fy[:, None]  # y starts a run: nothing before it belongs to its tile
-        return fx | fy, jax.tree.map(lambda m, b: jnp.where(keep, b, m), merged, sy)
-
-    return jax.lax.associative_scan(op, (starts, part))[1]
-
-
 def _forward_pass(ctx: streamed.Context, bins, state: aggregate.AggState) -> aggregate.AggState:
     opts = ctx.opts
 
@@ -164,12 +150,8 @@ def _forward_pass(ctx: streamed.Context, bins, state: aggregate.AggState) -> agg
         t = _terms(px, py, face, ctx.scalars, opts, fidx)
         colors, _ = _colors(ctx, t, face, tex_g, fidx)  # 3 x [G, P, K]
         part = aggregate.window_state(t, colors, fidx[:, None, :], opts)
-        # a tile may own several items of the step: fold each run into the tile's row once
-        run = _segment_totals(tiles, part, opts)
-        last = jnp.concatenate([tiles[1:] != tiles[:-1], jnp.ones((1,), bool)])
-        new = aggregate.combine(jax.tree.map(lambda v: v[tiles], state), run, opts)
-        dst = jnp.where(last, tiles, ctx.grid.num_tiles)  # the others: the sentinel row
-        return jax.tree.map(lambda v, n: v.at[dst].set(n), state, new)
+        # a tile may own several items of the step (padding items: the sentinel row)
+        return aggregate.fold_rows(state, tiles, part, opts)
 
     return _sweep(ctx, bins, state, step_fn, ctx.cfg.window)
 
