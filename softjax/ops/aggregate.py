@@ -233,9 +233,7 @@ def fold_rows(st: AggState, rows, parts: AggState, opts: StaticOptions) -> AggSt
         pix = jnp.arange(z.shape[-1])[None, :]
         new["zbest"] = zbest
         new["fbest"] = fbest
-        new["rgb"] = tuple(
-            st.rgb[c].at[dst, pix].set(parts.rgb[c], mode="drop") for c in range(3)
-        )
+        new["rgb"] = tuple(st.rgb[c].at[dst, pix].set(parts.rgb[c], mode="drop") for c in range(3))
     return AggState(**new)
 
 
