@@ -77,6 +77,20 @@ def test_numpy_sort_search_matches_xla():
     assert np.asarray(want[0][1]).tolist() == np.searchsorted(np.sort(keys[0]), bounds).tolist()
 
 
+@pytest.mark.parametrize(
+    "low, high", [(0, 1 << 16), (0, 2**31 - 1), (2**31 - 3000, 2**31 - 1), (-40, 40)]
+)
+def test_numpy_sort_is_a_sort_for_any_key_range(low, high):
+    """The CPU sort's radix passes (one below 2^16, two above; negative keys: ``np.sort``)."""
+    rng = np.random.default_rng(4)
+    keys = rng.integers(low, high, 5000, dtype=np.int64).astype(np.int32)
+    keys[::7] = keys[3]  # duplicates
+    bounds = np.sort(rng.integers(low, high, 9, dtype=np.int64)).astype(np.int32)
+    got, pos = binning._numpy_sort_search(keys, bounds)
+    np.testing.assert_array_equal(got, np.sort(keys))
+    np.testing.assert_array_equal(pos, np.searchsorted(np.sort(keys), bounds))
+
+
 def test_fallback_sort_gives_same_image(monkeypatch):
     fv, tex, _ = random_scene(42, batch=2, faces=9)
     fv, tex = fv.astype(np.float32), tex.astype(np.float32)

@@ -399,6 +399,17 @@ def _slot_faces(ft: FaceTiles, first, capacity: int) -> jax.Array:
     return jnp.minimum(jax.lax.cummax(jnp.maximum(marks, owner)), nf - 1)
 
 
+def _sort_ints(k: np.ndarray) -> np.ndarray:
+    """``k`` (int32 ``[n]``) sorted. Non-negative keys take a least-significant-digit radix
+    sort, 16 bits a pass (NumPy's stable sort of 16-bit integers is a counting sort): 2 to 3
+    times faster than ``np.sort`` on the binning's keys up to a few hundred thousand."""
+    if not len(k) or k.min() < 0:
+        return np.sort(k)
+    for shift in (0, 16) if k.max() >= 1 << 16 else (0,):
+        k = k[np.argsort((k >> shift).astype(np.uint16), kind="stable")]
+    return k
+
+
 def _numpy_sort_search(keys, bounds) -> tuple[np.ndarray, np.ndarray]:
     # NumPy arrays: a callback may be handed jax.Arrays, on which the boolean mask below would
     # compile a new program per call
@@ -411,7 +422,7 @@ def _numpy_sort_search(keys, bounds) -> tuple[np.ndarray, np.ndarray]:
         # a pass's dropped pairs (often half of it) share the largest key: only the rest is
         # sorted
         top = k.max(initial=np.iinfo(k.dtype).min)
-        rest = np.sort(k[k < top])
+        rest = _sort_ints(k[k < top])
         out[i, : len(rest)], out[i, len(rest) :] = rest, top
         pos[i] = np.searchsorted(out[i], b, side="left")
     return out.reshape(keys.shape), pos.reshape(keys.shape[:-1] + bounds.shape[-1:])
