@@ -20,9 +20,11 @@ adds) needs a GPU: ``bench/bench_gpu.py`` there.
 ``--suite geometry`` times the scenes of ``bench/geometry.py`` (spheres, a flattened ellipsoid
 edge-on and at 30 degrees, deform's target from 24 views, the reconstruction batch, slivers) on
 the XLA path and reports, per scene, useful and candidate pairs, milliseconds and nanoseconds
-per useful pair. ``--baseline DIR`` (a checkout of another commit) also times each scene with
-that checkout's ``softjax``, alternating with this one scene by scene, and reports the ratios:
-on a shared machine only ratios measured in one run compare.
+per useful pair (medians after the compile run and ``geometry.WARMUP_CALLS`` untimed calls,
+which the first calls of a freshly compiled program need). ``--baseline DIR`` (a checkout of
+another commit) also times each scene with that checkout's ``softjax``, alternating with this
+one scene by scene, and reports the ratios: on a shared machine only ratios measured in one run
+compare.
 """
 
 from __future__ import annotations

@@ -216,10 +216,16 @@ def tile_label(counts: dict) -> str:
     return f"{counts['tile']}{coarse}"
 
 
+# Untimed calls after the compile run: on the 2-core CPU the first few calls of a freshly
+# compiled program ran up to 1.6x slower than the steady state (the 1,280-face sphere at 64^2:
+# 9.6, 10.0, 10.5 ms, then 6.0-6.5 ms), which inflated the small scenes' figures.
+WARMUP_CALLS = 5
+
+
 def time_scene(scene: Scene, repeats: int = 3, backend: str = "xla") -> dict:
     """Median forward and forward+backward seconds of ``soft_rasterize`` on a scene (the
     backward: ``jax.grad`` of a fixed random weighting of the image w.r.t. the vertices and
-    textures), after a compile run."""
+    textures), after a compile run and ``WARMUP_CALLS`` untimed calls."""
     import time
 
     kw = dict(image_size=scene.image_size, sigma_val=scene.sigma, backend=backend)
@@ -229,7 +235,8 @@ def time_scene(scene: Scene, repeats: int = 3, backend: str = "xla") -> dict:
     grad = jax.jit(jax.grad(lambda v, t: jnp.sum(sj.soft_rasterize(v, t, **kw) * weights), (0, 1)))
     out = {}
     for name, fn in (("fwd", fwd), ("fwd_bwd", grad)):
-        jax.block_until_ready(fn(scene.fv, scene.tex))
+        for _ in range(1 + WARMUP_CALLS):
+            jax.block_until_ready(fn(scene.fv, scene.tex))
         times = []
         for _ in range(repeats):
             t0 = time.perf_counter()

@@ -310,25 +310,25 @@ def surrogate_total(t: PairTerms, colors: tuple, c: BackwardConsts, fid, opts: S
 
     Args:
       t: masked pair terms ``[..., P, K]``; colors: 3 arrays ``[..., P, K]``.
-      c: :func:`backward_consts` for these pixels, ``[..., P]``.
+      c: :func:`backward_consts` of each pair's pixel, broadcasting against the terms:
+        ``[..., P, 1]`` when a window's faces share one tile, ``[..., P, K]`` when each slot
+        has its own.
       fid: ``[..., 1, K]`` int32 face ids, negative for empty slots.
       opts: static options.
     """
     total = 0.0
     if opts.aggr_rgb == "softmax":
-        e = jnp.exp(jnp.where(t.rgb_ok, t.znorm_g - c.zmax[..., None], 0.0))
+        e = jnp.exp(jnp.where(t.rgb_ok, t.znorm_g - c.zmax, 0.0))
         w = jnp.where(t.rgb_ok, t.prob * e, 0.0)
-        lin = c.c_w[..., None] + c.c_rgb[0][..., None] * colors[0]
-        lin = lin + c.c_rgb[1][..., None] * colors[1] + c.c_rgb[2][..., None] * colors[2]
+        lin = c.c_w + c.c_rgb[0] * colors[0] + c.c_rgb[1] * colors[1] + c.c_rgb[2] * colors[2]
         total = total + jnp.sum(w * lin)
     else:
-        hit = (fid == c.fbest[..., None]) & (fid >= 0)
-        lin = c.g_rgb[0][..., None] * colors[0] + c.g_rgb[1][..., None] * colors[1]
-        lin = lin + c.g_rgb[2][..., None] * colors[2]
+        hit = (fid == c.fbest) & (fid >= 0)
+        lin = c.g_rgb[0] * colors[0] + c.g_rgb[1] * colors[1] + c.g_rgb[2] * colors[2]
         total = total + jnp.sum(jnp.where(hit, lin, 0.0))
     if c.c_a is not None:
         val = t.log1m_prob if opts.aggr_alpha == "prod" else t.prob
-        total = total + jnp.sum(jnp.where(t.valid, val, 0.0) * c.c_a[..., None])
+        total = total + jnp.sum(jnp.where(t.valid, val, 0.0) * c.c_a)
     return total
 
 

@@ -377,6 +377,7 @@ class Bins(NamedTuple):
     start: jax.Array  # [NT + 1] first slot of each tile in ``faces`` (last entry: sentinel tile)
     count: jax.Array  # [NT + 1] number of faces of each tile in this pass
     pairs: jax.Array  # scalar: the pairs of this pass, ``faces[:pairs]`` (the rest: junk)
+    tile: jax.Array  # [capacity] the tile of each slot of ``faces`` (junk slots: NT)
 
 
 def num_passes(ft: FaceTiles, capacity: int) -> jax.Array:
@@ -475,15 +476,16 @@ def bin_pass(ft: FaceTiles, pass_index, capacity: int, grid: TileGrid) -> Bins:
         key = jnp.where(in_pass, tile * nfi + face % nfi, nt * nfi).astype(jnp.int32)
         bounds = jnp.arange(nt + 2, dtype=jnp.int32) * nfi  # tile t: [bounds[t], bounds[t + 1])
         key, pos = sort_search(key, bounds)
-        face = jnp.minimum(key // nfi, nt - 1) // (grid.n * grid.n) * nfi + key % nfi
+        tile = key // nfi
+        face = jnp.minimum(tile, nt - 1) // (grid.n * grid.n) * nfi + key % nfi
         start, end = pos[:-1], pos[1:]
     else:
         key = jnp.where(in_pass, tile, nt).astype(jnp.int32)
-        key, face = jax.lax.sort((key, face), num_keys=1, is_stable=True)
-        start = jnp.searchsorted(key, tiles, side="left").astype(jnp.int32)
-        end = jnp.searchsorted(key, tiles, side="right").astype(jnp.int32)
+        tile, face = jax.lax.sort((key, face), num_keys=1, is_stable=True)
+        start = jnp.searchsorted(tile, tiles, side="left").astype(jnp.int32)
+        end = jnp.searchsorted(tile, tiles, side="right").astype(jnp.int32)
     count = jnp.where(tiles < nt, end - start, 0)
-    return Bins(face, start, count, jnp.sum(in_pass, dtype=jnp.int32))
+    return Bins(face, start, count, jnp.sum(in_pass, dtype=jnp.int32), tile)
 
 
 def face_present(face_counts: jax.Array | None, grid: TileGrid) -> jax.Array | None:

@@ -318,7 +318,8 @@ def _bwd_kernel(
             terms = terms_with_options(px, py, face, opts, s2)
             terms = aggregate.mask_terms(terms, present)
             colors, taps = _colors(terms, face, t_rows, opts, num_texels, uv, image_ref, base, d)
-            total = aggregate.surrogate_total(terms, colors, consts, fid, opts)
+            c = jax.tree.map(lambda v: v[..., None], consts)  # [P, 1]: one tile
+            total = aggregate.surrogate_total(terms, colors, c, fid, opts)
             return total, None if taps is None else (taps.rows, taps.cols)
 
         grads, taps = jax.grad(surrogate, has_aux=True)((v_rows, tex_rows, scal_rows, delta))

@@ -10,6 +10,7 @@ backward scatter-adds the image's gradient to the texels each window's bilinear 
 
 from __future__ import annotations
 
+import itertools
 from typing import NamedTuple
 
 import jax
@@ -46,7 +47,9 @@ def _gather(ctx: streamed.Context, fidx):
 
 
 def _terms(px, py, face, scalars: Scalars, opts: StaticOptions, fidx):
-    terms = terms_with_options(px[..., None], py[..., None], face, opts, scalars)
+    """Masked pair terms ``[G, P, K]``; ``px``, ``py``: ``[G, P, 1]`` (a tile per item) or
+    ``[G, P, K]`` (a tile per slot)."""
+    terms = terms_with_options(px, py, face, opts, scalars)
     return mask_terms(terms, (fidx >= 0)[:, None, :])
 
 
@@ -141,13 +144,34 @@ def _sweep(ctx: streamed.Context, bins: binning.Bins, carry, step_fn, k_size: in
     return jax.lax.fori_loop(0, (items.count + g_size - 1) // g_size, step, carry)
 
 
+def _sweep_pairs(ctx: streamed.Context, bins: binning.Bins, carry, step_fn, k_size: int):
+    """Runs ``step_fn(carry, tiles, fidx)`` over the pairs of a binning pass in their sorted
+    order, ``G * K`` pairs per step whatever tile each belongs to: ``tiles`` and ``fidx``
+    ``[G, K]`` (-1 = empty slot, its tile the sentinel).
+
+    For the backward, whose surrogate is a sum over pairs: every step is full, where
+    :func:`_sweep`'s windows are as full as the tiles' face counts allow (often two thirds)."""
+    grid, cap, g_size = ctx.grid, ctx.capacity, ctx.cfg.group
+    per_step = g_size * k_size
+    slots = jnp.arange(per_step, dtype=jnp.int32).reshape(g_size, k_size)
+
+    def step(si, carry):
+        slot = si * per_step + slots
+        ok = slot < bins.pairs
+        pos = jnp.minimum(slot, cap - 1)
+        fidx = jnp.where(ok, bins.faces[pos], -1)
+        return step_fn(carry, jnp.where(ok, bins.tile[pos], grid.num_tiles), fidx)
+
+    return jax.lax.fori_loop(0, (bins.pairs + per_step - 1) // per_step, step, carry)
+
+
 def _forward_pass(ctx: streamed.Context, bins, state: aggregate.AggState) -> aggregate.AggState:
     opts = ctx.opts
 
     def step_fn(state, tiles, px, py, fidx):
         fields, front, tex_g = _gather(ctx, fidx)
         face = FaceData(*fields, front=front)
-        t = _terms(px, py, face, ctx.scalars, opts, fidx)
+        t = _terms(px[..., None], py[..., None], face, ctx.scalars, opts, fidx)
         colors, _ = _colors(ctx, t, face, tex_g, fidx)  # 3 x [G, P, K]
         part = aggregate.window_state(t, colors, fidx[:, None, :], opts)
         # a tile may own several items of the step (padding items: the sentinel row)
@@ -160,29 +184,60 @@ def _diff_scalars(scalars: Scalars) -> tuple:
     return (scalars.sigma_val, scalars.gamma_val, scalars.near, scalars.far)
 
 
+def _face_grad_layout(ctx: streamed.Context):
+    """The per-face values the backward differentiates (float fields, per-face textures) and
+    their widths once flattened: the gradients of all of them accumulate in one ``[N + 1, C]``
+    array, one scatter per step instead of one per field."""
+    leaves, treedef = jax.tree.flatten((ctx.extra, _tex_per_face(ctx.tex)))
+    widths = [max(1, int(v.size // v.shape[0])) for v in leaves]
+    return leaves, treedef, widths
+
+
 def _backward_init(ctx: streamed.Context):
-    """Per-face accumulators with one sentinel row for empty slots, the scalars' sums and (UV
-    textures; else ``None``) the images' gradient ``[B, H, W, 3]``."""
-    nfp = ctx.grid.num_faces + 1
+    """The per-face gradients ``[N + 1, C]`` (a sentinel row for empty slots), the scalars'
+    sums and (UV textures; else ``None``) the images' gradient ``[B H W, 3]``."""
     dtype = ctx.fv.dtype
     uv = isinstance(ctx.tex, UVTexture)
+    _, _, widths = _face_grad_layout(ctx)
     return (
-        tuple(jnp.zeros((nfp,) + f.shape[1:], dtype) for f in ctx.extra),
-        jax.tree.map(lambda t: jnp.zeros((nfp,) + t.shape[1:], dtype), _tex_per_face(ctx.tex)),
+        jnp.zeros((ctx.grid.num_faces + 1, sum(widths)), dtype),
         tuple(jnp.zeros((), dtype) for _ in _diff_scalars(ctx.scalars)),
-        jnp.zeros_like(ctx.tex.image).reshape(-1, 3) if uv else None,  # [B H W, 3]
+        jnp.zeros_like(ctx.tex.image).reshape(-1, 3) if uv else None,
     )
+
+
+def _pixel_table(ctx: streamed.Context, consts: aggregate.BackwardConsts):
+    """What a pair reads of its pixel, per tile: ``[NT + 1, P, C]`` float (centre x, centre y,
+    the float constants), and a function from the rows gathered for ``[G, K]`` slots to
+    ``(px, py, consts)`` laid out ``[G, P, K]``. One gather per step fetches all of it."""
+    nt = ctx.grid.num_tiles
+    xs, ys = binning.tile_pixel_coords(jnp.arange(nt + 1), ctx.grid, ctx.fv.dtype)
+    leaves, treedef = jax.tree.flatten(consts)
+    is_float = [jnp.issubdtype(v.dtype, jnp.floating) for v in leaves]
+    table = jnp.stack([xs, ys] + [v for v, f in zip(leaves, is_float, strict=True) if f], -1)
+
+    def unpack(tiles):
+        cols = jnp.transpose(table[tiles], (3, 0, 2, 1))  # [C, G, P, K]
+        px, py, rest = cols[0], cols[1], iter(cols[2:])
+        out = [
+            next(rest) if f else v[tiles].swapaxes(1, 2)
+            for v, f in zip(leaves, is_float, strict=True)
+        ]
+        return px, py, jax.tree.unflatten(treedef, out)
+
+    return unpack
 
 
 def _backward_pass(ctx: streamed.Context, consts: aggregate.BackwardConsts, bins, acc):
     opts, scalars = ctx.opts, ctx.scalars
+    unpack = _pixel_table(ctx, consts)
+    _, treedef, widths = _face_grad_layout(ctx)
 
-    def surrogate(leaves, front_g, tiles, px, py, fidx):
+    def surrogate(leaves, front_g, c, px, py, fidx):
         face_leaves, tex_g, scal, delta = leaves
         face_g = FaceData(*face_leaves, front=front_g)
         s2 = scalars._replace(sigma_val=scal[0], gamma_val=scal[1], near=scal[2], far=scal[3])
         t = _terms(px, py, face_g, s2, opts, fidx)
-        c = jax.tree.map(lambda v: v[tiles], consts)
         colors, taps = _colors(ctx, t, face_g, tex_g, fidx, delta)
         total = aggregate.surrogate_total(t, colors, c, fidx[:, None, :], opts)
         return total, None if taps is None else (taps.rows, taps.cols)
@@ -190,34 +245,40 @@ def _backward_pass(ctx: streamed.Context, consts: aggregate.BackwardConsts, bins
     grad_fn = jax.grad(surrogate, has_aux=True)
     uv = isinstance(ctx.tex, UVTexture)
 
-    def step_fn(acc, tiles, px, py, fidx):
+    def step_fn(acc, tiles, fidx):
         fields, front, tex_g = _gather(ctx, fidx)
+        px, py, c = unpack(tiles)  # [G, P, K]
         delta = None
         if uv:  # the texels the taps read (zeros): see _colors
-            g, k = fidx.shape
-            delta = jnp.zeros((4, g, px.shape[-1], k, 3), ctx.fv.dtype)
+            delta = jnp.zeros((4,) + px.shape + (3,), ctx.fv.dtype)
         leaves = (fields, tex_g, _diff_scalars(scalars), delta)
-        gl, taps = grad_fn(leaves, front, tiles, px, py, fidx)
+        gl, taps = grad_fn(leaves, front, c, px, py, fidx)
+        g, k = fidx.shape
+        per_face = jax.tree.leaves((gl[0], gl[1]))  # each [G, 1, K, ...]
+        rows = jnp.concatenate([d.reshape(g, k, -1) for d in per_face], -1)  # [G, K, C]
         dst = jnp.where(fidx >= 0, fidx, ctx.grid.num_faces)
-        g_fields = tuple(a.at[dst].add(d[:, 0]) for a, d in zip(acc[0], gl[0], strict=True))
-        g_tex = jax.tree.map(lambda a, d: a.at[dst].add(d[:, 0]), acc[1], gl[1])
-        g_sc = tuple(a + d for a, d in zip(acc[2], gl[2], strict=True))
-        g_image = acc[3]
+        g_face = acc[0].at[dst].add(rows)
+        g_sc = tuple(a + d for a, d in zip(acc[1], gl[2], strict=True))
+        g_image = acc[2]
         if uv:  # empty slots have a zero cotangent: adding it to image 0 changes nothing
             rows, cols = (jnp.stack(x) for x in taps)  # [4, G, P, K]
             height, width = ctx.tex.image.shape[1:3]
             base = _image_index(ctx, fidx)[None, :, None, :] * height  # [1, G, 1, K]
             flat = (base + rows) * width + cols  # as _colors reads them
             g_image = g_image.at[flat].add(gl[3], mode="promise_in_bounds")
-        return g_fields, g_tex, g_sc, g_image
+        return g_face, g_sc, g_image
 
-    return _sweep(ctx, bins, acc, step_fn, ctx.cfg.bwd_window)
+    return _sweep_pairs(ctx, bins, acc, step_fn, ctx.cfg.bwd_window)
 
 
 def _backward_result(ctx: streamed.Context, acc):
-    g_fields, g_tex, g_sc, g_image = acc
-    g_fv = setup_vjp(ctx.fv, tuple(f[:-1] for f in g_fields))  # drop the sentinel rows
-    g_tex = jax.tree.map(lambda g: g[:-1], g_tex)
+    g_face, g_sc, g_image = acc
+    leaves, treedef, widths = _face_grad_layout(ctx)
+    parts = jnp.split(g_face[:-1], list(itertools.accumulate(widths))[:-1], axis=1)
+    g_fields, g_tex = jax.tree.unflatten(
+        treedef, [p.reshape(v.shape) for p, v in zip(parts, leaves, strict=True)]
+    )
+    g_fv = setup_vjp(ctx.fv, tuple(g_fields))
     if g_image is not None:
         g_tex = UVTexture(g_image.reshape(ctx.tex.image.shape), *g_tex)
     return g_fv, g_tex, g_sc
