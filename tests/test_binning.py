@@ -50,6 +50,12 @@ def test_every_overlapping_pair_listed_once(monkeypatch, composite, capacity):
         start, count, faces = map(np.asarray, (bins.start, bins.count, bins.faces))
         for t in range(grid.num_tiles):
             got += [(t, int(faces[start[t] + k])) for k in range(count[t])]
+        # each slot's tile (the backward's flat sweep reads it): the pass's pairs, then junk
+        want_tile = np.repeat(np.arange(grid.num_tiles + 1), np.asarray(bins.count))
+        tile = np.asarray(bins.tile)
+        assert len(want_tile) == int(bins.pairs)
+        np.testing.assert_array_equal(tile[: int(bins.pairs)], want_tile)
+        assert (tile[int(bins.pairs) :] == grid.num_tiles).all()
     # the rounding margin may list extra pairs, never miss one or repeat one
     assert len(got) == len(set(got))
     assert want <= set(got)

@@ -36,11 +36,13 @@ class TilingConfig(NamedTuple):
         2 (:func:`auto_tile`); Pallas default 8 (a power of two: ``tile**2`` pixels per
         program).
       window: faces streamed per step of the forward (Pallas: a power of two).
-      bwd_window: the same for the backward. XLA default: ``window``; Pallas default 8 (its
-        in-kernel gradient keeps more values alive per pair; a power of two).
+      bwd_window: the same for the backward (XLA: pairs per work item, of any tiles). XLA
+        default: ``window``; Pallas default 8 (its in-kernel gradient keeps more values alive
+        per pair; a power of two).
       capacity: (tile, face) pairs per binning pass; default from :func:`pair_capacity`.
-      group: XLA only, work items (one tile's window of faces) per step; default about 4096
-        pixels per step, fewer for small calls (:func:`default_group`).
+      group: XLA only, work items per step (the forward's: one tile's window of faces; the
+        backward's: ``bwd_window`` pairs); default about 4096 pixels per step, fewer for small
+        calls (:func:`default_group`).
       num_warps, bwd_num_warps, num_stages: Pallas only, Triton launch parameters of the
         forward and the backward kernel.
       interpret: Pallas only; ``True`` runs the kernels in the Pallas interpreter (any

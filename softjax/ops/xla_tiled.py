@@ -3,8 +3,10 @@
 Each pass cuts every tile's face list into windows of ``window`` faces and runs ``group`` such
 (tile, window) items per step, so every step is full whatever the tiles' loads; the largest
 live array is ``group * tile**2 * window`` pairs. The backward takes ``jax.grad`` of the shared
-surrogate per window. UV textures are read with a gather from the ``[B, H, W, 3]`` images; the
-backward scatter-adds the image's gradient to the texels each window's bilinear taps read.
+surrogate over ``group * bwd_window`` of the pass's sorted pairs at a time, whatever their tiles
+(the surrogate is a sum over pairs), so its steps are full even where the windows are not.
+UV textures are read with a gather from the ``[B, H, W, 3]`` images; the backward scatter-adds
+the image's gradient to the texels each pair's bilinear taps read.
 ``docs/pipeline.md`` describes the flow, ``docs/gradients.md`` the backward.
 """
 
