@@ -13,6 +13,7 @@ the image's gradient to the texels each pair's bilinear taps read.
 from __future__ import annotations
 
 import itertools
+import math
 from typing import NamedTuple
 
 import jax
@@ -191,7 +192,7 @@ def _face_grad_layout(ctx: streamed.Context):
     their widths once flattened: the gradients of all of them accumulate in one ``[N + 1, C]``
     array, one scatter per step instead of one per field."""
     leaves, treedef = jax.tree.flatten((ctx.extra, _tex_per_face(ctx.tex)))
-    widths = [max(1, int(v.size // v.shape[0])) for v in leaves]
+    widths = [math.prod(v.shape[1:]) for v in leaves]
     return leaves, treedef, widths
 
 
@@ -233,7 +234,6 @@ def _pixel_table(ctx: streamed.Context, consts: aggregate.BackwardConsts):
 def _backward_pass(ctx: streamed.Context, consts: aggregate.BackwardConsts, bins, acc):
     opts, scalars = ctx.opts, ctx.scalars
     unpack = _pixel_table(ctx, consts)
-    _, treedef, widths = _face_grad_layout(ctx)
 
     def surrogate(leaves, front_g, c, px, py, fidx):
         face_leaves, tex_g, scal, delta = leaves
@@ -257,9 +257,9 @@ def _backward_pass(ctx: streamed.Context, consts: aggregate.BackwardConsts, bins
         gl, taps = grad_fn(leaves, front, c, px, py, fidx)
         g, k = fidx.shape
         per_face = jax.tree.leaves((gl[0], gl[1]))  # each [G, 1, K, ...]
-        rows = jnp.concatenate([d.reshape(g, k, -1) for d in per_face], -1)  # [G, K, C]
+        face_rows = jnp.concatenate([d.reshape(g, k, -1) for d in per_face], -1)  # [G, K, C]
         dst = jnp.where(fidx >= 0, fidx, ctx.grid.num_faces)
-        g_face = acc[0].at[dst].add(rows)
+        g_face = acc[0].at[dst].add(face_rows)
         g_sc = tuple(a + d for a, d in zip(acc[1], gl[2], strict=True))
         g_image = acc[2]
         if uv:  # empty slots have a zero cotangent: adding it to image 0 changes nothing
