@@ -42,7 +42,8 @@ def run_main(prog: str, define_flags: DefineFlags, run: Callable[[flags.FlagValu
 
     Ends the process with a one-line error and exit code 1 for a missing file (dataset, work
     directory, checkpoint) or a bad value, and 128 + the signal number for an interrupt
-    (:mod:`recon.interrupt` has saved what there was to save and said so).
+    (:mod:`recon.interrupt` has saved what there was to save and said so); every exit goes
+    through :func:`recon.interrupt.exit_process`, so the signal handlers stay until the end.
     """
     define_flags(flags.FLAGS)
 
@@ -59,7 +60,10 @@ def run_main(prog: str, define_flags: DefineFlags, run: Callable[[flags.FlagValu
         except (FileNotFoundError, ValueError) as e:  # the message names the file or the value
             sys.exit(f"{prog}: error: {e}")
 
-    app.run(main)
+    try:
+        app.run(main)
+    except SystemExit as e:  # app.run ends with sys.exit, also after a normal return
+        interrupt.exit_process(e.code)
 
 
 def define_checkpoint_flags(flag_values: flags.FlagValues) -> None:

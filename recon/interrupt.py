@@ -28,11 +28,14 @@ writes checkpoints to a temporary directory and renames it, the dataset builder 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import socket
+import sys
 import threading
 from collections.abc import Iterator
+from typing import NoReturn
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -182,3 +185,28 @@ class Interrupts:
 def install(prog: str) -> Interrupts:
     """Creates and installs the :class:`Interrupts` of program ``prog``."""
     return Interrupts(prog).install()
+
+
+def exit_process(code: object) -> NoReturn:
+    """Ends the process now with ``code`` as :func:`sys.exit` reads it (None: 0, an int, or a
+    message printed to stderr with status 1), without interpreter teardown.
+
+    Teardown puts the default SIGINT / SIGTERM dispositions back before it ends, and JAX's part
+    of it can take seconds: a signal then killed a tool that had finished its work (status
+    -15, no message). Ending here, the installed handlers stay until the process is gone.
+    Callers have closed what they opened (checkpoint managers, progress bars); this flushes the
+    standard streams and the logging handlers.
+    """
+    if code is None:
+        status = 0
+    elif isinstance(code, int):
+        status = code
+    else:
+        _write_stderr(f"{code}\n")
+        status = 1
+    with contextlib.suppress(Exception):
+        logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(status)

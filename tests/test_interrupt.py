@@ -112,6 +112,54 @@ def test_exits_at_once_when_nothing_to_save_or_on_a_second_signal(mode, signals,
         assert "stopping after the current step" in err
 
 
+_TOOL = """
+import os, sys, time
+from recon import cli, interrupt
+
+class SlowTeardown:  # stands for JAX's teardown, which can take seconds
+    def __del__(self):
+        time.sleep(30)
+
+sys.modules["slow_teardown"] = SlowTeardown()
+interrupt.install("prog")
+
+def run(flags):
+    print("output of the work")  # not flushed: exit_process must flush it
+    if os.environ["OUTCOME"] == "bad":
+        raise ValueError("a bad value")
+    print("done", file=sys.stderr, flush=True)
+
+cli.run_main("prog", lambda flag_values: None, run)
+"""
+
+
+@pytest.mark.parametrize("outcome", ["ok", "bad"])
+def test_a_tool_ends_with_its_handlers_installed(outcome):
+    """A signal right after a tool's work finds the tool's handler or no process: never the
+    default disposition that interpreter teardown puts back (status -signum, no message)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _TOOL],
+        cwd=ROOT,
+        env={**os.environ, "OUTCOME": outcome},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        if outcome == "ok":
+            assert proc.stderr.readline() == "done\n"
+            proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=SAFETY_S)
+    finally:
+        proc.kill()
+    assert out == "output of the work\n", (out, err)
+    if outcome == "bad":
+        assert proc.returncode == 1 and err == "prog: error: a bad value\n", (proc.returncode, err)
+    else:  # 0: exited before the signal; 143: the handler saw it (finished work: nothing to save)
+        assert proc.returncode in (0, 143), (proc.returncode, err)
+        assert proc.returncode == 0 or "nothing to save" in err, err
+
+
 # ---------------------------------------------------------------- recon.train
 
 
