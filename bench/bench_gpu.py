@@ -41,6 +41,8 @@ from bench.bench_rasterize import write_results  # noqa: E402
 from bench.meshes import sphere_scene  # noqa: E402
 from softjax.ops.pallas_kernels import kernel_config  # noqa: E402
 
+# a pixel counts as differing between two backends above this (any channel)
+PIXEL_DIFF = 1e-3
 # targets of the issue on one H100: fwd+bwd milliseconds
 TARGET_MS = {"sphere-320": 1.0, "sphere-3380": 2.0, "sphere-38720": 5.0, "recon-256x64": 5.0}
 # register use per thread of these (Triton 3.9 for sm_90, euclidean/softmax/prod, no GPU
@@ -205,6 +207,12 @@ def benchmark(
                 xla_img, xla_grads = img, grads
             elif xla_img is not None:
                 r["max_abs_diff_vs_xla"] = float(np.max(np.abs(img - xla_img)))
+                # hard colour is discontinuous: a pixel centre on an edge two faces share
+                # takes either face depending on the last bit of its barycentric weights
+                # (FMA contraction differs between compilers), a whole-colour difference
+                differs = np.max(np.abs(img - xla_img), -1) > PIXEL_DIFF
+                r["pixels_differing_vs_xla"] = int(np.sum(differs))
+                r["pixels_compared"] = differs.size
                 # gradients: max difference relative to the largest XLA-path entry
                 r["grad_rel_diff_vs_xla"] = [
                     float(np.max(np.abs(g - w)) / max(float(np.max(np.abs(w))), 1e-30))

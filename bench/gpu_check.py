@@ -547,22 +547,26 @@ def markdown(summary: dict) -> str:
             ]
     bench = s.get("benchmark", {}).get("result")
     if bench:
+        from bench import bench_gpu
+
         lines += [
             "",
             "## Benchmark (median ms; Gp/s = useful pairs per second)",
             "",
-            "| case | backend | fwd ms | fwd+bwd ms | fwd Gp/s | f+b Gp/s | max diff vs xla |",
-            "|---|---|---|---|---|---|---|",
+            "| case | backend | fwd ms | fwd+bwd ms | fwd Gp/s | f+b Gp/s | max diff vs xla "
+            f"| pixels > {bench_gpu.PIXEL_DIFF:g} |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for r in bench["rows"]:
             if "fwd_median_ms" not in r:
-                lines.append(_missing_row((r["case"], r["backend"]), r, 7))
+                lines.append(_missing_row((r["case"], r["backend"]), r, 8))
                 continue
             lines.append(
                 f"| {r['case']} | {r['backend']} | {r['fwd_median_ms']:.3f} | "
                 f"{r['fwd_bwd_median_ms']:.3f} | {r['fwd_pairs_per_s'] / 1e9:.2f} | "
                 f"{r['fwd_bwd_pairs_per_s'] / 1e9:.2f} | "
-                f"{_fmt(r.get('max_abs_diff_vs_xla'), '.1e')} |"
+                f"{_fmt(r.get('max_abs_diff_vs_xla'), '.1e')} | "
+                f"{_fmt(r.get('pixels_differing_vs_xla'))} |"
             )
     step = s.get("train_step", {}).get("result")
     if step:

@@ -55,6 +55,9 @@ def test_gpu_check_smoke_runs_every_section(tmp_path, data_dir):
     rows = sections["benchmark"]["result"]["rows"]
     assert {r["backend"] for r in rows} == {"xla", "pallas"}
     assert all(r["fwd_bwd_median_ms"] > 0 and r["grad_finite"] for r in rows)
+    for r in rows:  # the kernels agree with XLA but for pixel centres on shared edges
+        if r["backend"] == "pallas":
+            assert 0 <= r["pixels_differing_vs_xla"] <= 0.01 * r["pixels_compared"], r
     steps = sections["train_step"]["result"]["rows"]
     assert [r["backend"] for r in steps] == ["xla", "pallas"]
     assert all(r["median_s"] > 0 and abs(r["loss"]) < 10 for r in steps)
@@ -62,6 +65,6 @@ def test_gpu_check_smoke_runs_every_section(tmp_path, data_dir):
     assert training["steps"] == 2 and 0.0 <= training["mean_iou"] <= 100.0
 
     md = (out / "summary.md").read_text()
-    for heading in ("| section | status |", "## Correctness", "## Benchmark", "## Train step"):
+    for heading in ("| section | status |", "## Correctness", "## Benchmark", "| pixels > 0.001 |"):
         assert heading in md
     assert "mean voxel IoU" in md
