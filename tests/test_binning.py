@@ -97,6 +97,47 @@ def test_numpy_sort_is_a_sort_for_any_key_range(low, high):
     np.testing.assert_array_equal(pos, np.searchsorted(np.sort(keys), bounds))
 
 
+def _enumerated_keys(rng, images: int, faces: int, tiles: int) -> np.ndarray:
+    """Keys ``tile * faces + face`` in the binning's enumeration order: image by image, face by
+    face, each face's tiles ascending; some pairs culled."""
+    keys = []
+    for b in range(images):
+        for f in range(faces):
+            lo = rng.integers(0, tiles)
+            span = rng.integers(0, 6)
+            for t in range(lo, min(lo + span, tiles)):
+                if rng.uniform() < 0.8:
+                    keys.append((b * tiles + t) * faces + f)
+    return np.asarray(keys, np.int32)
+
+
+@pytest.mark.parametrize("images, faces, tiles", [(1, 40, 16), (30, 25, 64), (3, 7, 1 << 17)])
+def test_blockwise_sort_is_a_sort_in_every_order(images, faces, tiles, monkeypatch):
+    """The CPU's sort of keys that come as the binning enumerates them (pieces of whole images,
+    one counting sort on the tile each), and of keys that do not (shuffled, faces descending
+    within a tile, an image's tiles beyond 2^16): always a sort."""
+    rng = np.random.default_rng(5)
+    keys = _enumerated_keys(rng, images, faces, tiles)
+    unit, block = faces, tiles * faces
+    orders = [keys, rng.permutation(keys), np.sort(keys)[::-1].copy(), keys[:0]]
+    for k in orders:
+        got = binning._sort_blocks(k, unit, block)
+        np.testing.assert_array_equal(got, np.sort(k))
+    if tiles <= 1 << 16:  # the enumeration's order takes the blockwise path, no fallback
+        with monkeypatch.context() as m:
+            m.setattr(binning, "_sort_ints", None)
+            np.testing.assert_array_equal(binning._sort_blocks(keys, unit, block), np.sort(keys))
+    # through the callback, junk keys included, under jit and vmap
+    junk = (images * tiles) * faces
+    batch = np.stack([np.concatenate([k, np.full(7, junk, np.int32)]) for k in orders[:3]])
+    bounds = jnp.arange(0, images * tiles + 2, max(1, tiles // 4), dtype=jnp.int32) * faces
+    fn = jax.vmap(lambda k: binning.sort_search(k, bounds, unit, block))
+    got, pos = jax.jit(fn)(jnp.asarray(batch))
+    for i, k in enumerate(batch):
+        np.testing.assert_array_equal(np.asarray(got[i]), np.sort(k))
+        np.testing.assert_array_equal(np.asarray(pos[i]), np.searchsorted(np.sort(k), bounds))
+
+
 def test_fallback_sort_gives_same_image(monkeypatch):
     fv, tex, _ = random_scene(42, batch=2, faces=9)
     fv, tex = fv.astype(np.float32), tex.astype(np.float32)
