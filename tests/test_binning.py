@@ -35,10 +35,17 @@ def _expected_pairs(fv, sigma, dist_eps, s, tile):
 
 @pytest.mark.parametrize("composite", [True, False])
 @pytest.mark.parametrize("capacity", [7, 40, 10_000])
-def test_every_overlapping_pair_listed_once(monkeypatch, composite, capacity):
+@pytest.mark.parametrize("chunk", [1 << 16, 3, 16])
+def test_every_overlapping_pair_listed_once(monkeypatch, composite, capacity, chunk):
+    """Also when a pass is enumerated a few slots at a time (``chunk``: partial last chunks,
+    chunks smaller than a face's pairs) and some faces list no pair (off screen)."""
+    monkeypatch.setattr(binning, "_ENUM_CHUNK", chunk)
     if not composite:
         monkeypatch.setattr(binning, "COMPOSITE_KEY_LIMIT", 0)
     fv, _, _ = random_scene(41, batch=2, faces=9)
+    fv[0, 2, :, 0] += 10.0  # off screen: one face, two in a row, the last face
+    fv[1, 4:6, :, 0] -= 10.0
+    fv[1, 8, :, 1] += 10.0
     s, tile, sigma, dist_eps = 20, 4, 1e-3, 1e-4
     want, n = _expected_pairs(fv, sigma, dist_eps, s, tile)
     grid = binning.make_grid(s, tile, 2, 9)

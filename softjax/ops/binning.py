@@ -387,20 +387,38 @@ def num_passes(ft: FaceTiles, capacity: int) -> jax.Array:
     return (ft.total + capacity - 1) // capacity
 
 
-def _slot_faces(ft: FaceTiles, first, capacity: int) -> jax.Array:
-    """The face owning each of the slots ``first .. first + capacity - 1`` of the face-major
-    enumeration (``nf - 1`` past the last pair), int32 ``[capacity]``.
-
-    Each face marks the slot where its pairs start and a running maximum spreads the marks, which
-    is about 3x faster on the CPU than a binary search per slot.
-    """
+def _listing_faces(ft: FaceTiles) -> tuple[jax.Array, jax.Array]:
+    """The faces that list pairs, in order (``[BF]`` int32, then ``BF - 1``), and the first slot
+    of each in the face-major enumeration (then ``2**31 - 1``): strictly increasing, so at most
+    ``n`` of them start within any ``n`` consecutive slots."""
     nf = ft.count.shape[0]
-    faces = jnp.arange(nf, dtype=jnp.int32)
-    owner = jnp.searchsorted(ft.inclusive, first, side="right").astype(jnp.int32)  # of slot 0
-    at = ft.inclusive - ft.count - first  # where each face starts, relative to this pass
-    at = jnp.where((at >= 0) & (ft.count > 0), at, capacity)  # elsewhere: dropped
-    marks = jnp.zeros((capacity,), jnp.int32).at[at].max(faces, mode="drop")
-    return jnp.minimum(jax.lax.cummax(jnp.maximum(marks, owner)), nf - 1)
+    lists = ft.count > 0
+    at = jnp.where(lists, jnp.cumsum(lists) - 1, nf)  # elsewhere: dropped
+    faces = jnp.full((nf,), nf - 1, jnp.int32).at[at].set(jnp.arange(nf, dtype=jnp.int32))
+    first = jnp.full((nf,), jnp.iinfo(jnp.int32).max, jnp.int32).at[at].set(ft.inclusive - ft.count)
+    return faces, first
+
+
+def _slot_faces(listing: tuple[jax.Array, jax.Array], first, size: int) -> jax.Array:
+    """The face owning each of the slots ``first .. first + size - 1`` of the face-major
+    enumeration (the last listing face past the last pair), int32 ``[size]``.
+
+    Each of the (at most ``size + 1``) listing faces whose pairs reach these slots marks the
+    slot where its pairs start, and a running maximum spreads the marks: about 3x faster on
+    the CPU than a binary search per slot, and O(size) whatever the number of faces.
+    """
+    faces, starts = listing
+    nf = faces.shape[0]
+    j0 = jnp.searchsorted(starts, first, side="right").astype(jnp.int32) - 1  # owns `first`
+    j0 = jnp.clip(j0, 0, max(nf - size - 1, 0))
+    window = jax.lax.dynamic_slice(starts, (j0,), (min(size + 1, nf),)) - first
+    at = jnp.where((window >= 0) & (window < size), window, size)  # elsewhere: dropped
+    own = jnp.arange(window.shape[0], dtype=jnp.int32)
+    marks = jnp.zeros((size,), jnp.int32).at[at].max(own, mode="drop")
+    # slots before the window's first start (the face owning `first` lies before it when the
+    # clip above moved j0 back): that face is the last one starting at or before `first`
+    before = jnp.sum(window <= 0, dtype=jnp.int32) - 1
+    return faces[j0 + jnp.maximum(jax.lax.cummax(marks), before)]
 
 
 def _sort_ints(k: np.ndarray) -> np.ndarray:
@@ -414,6 +432,8 @@ def _sort_ints(k: np.ndarray) -> np.ndarray:
     return k
 
 
+# slots the binning enumerates at a time (bin_pass)
+_ENUM_CHUNK = 1 << 16
 # keys per piece of the blockwise sort: its arrays stay in a core's cache
 _PIECE_KEYS = 1 << 16
 
@@ -494,37 +514,59 @@ def sort_search(
 
 
 def bin_pass(ft: FaceTiles, pass_index, capacity: int, grid: TileGrid) -> Bins:
-    """Generates pass ``pass_index`` of the pairs and groups it by tile."""
+    """Generates pass ``pass_index`` of the pairs and groups it by tile.
+
+    The pairs are enumerated ``_ENUM_CHUNK`` slots at a time, as many chunks as the pass has
+    pairs: the capacity is sized for the worst case and is often 2-3 times the pairs (the
+    reconstruction batch: 1.9M pairs in 5.0M slots), and the enumeration was the largest cost
+    of the binning."""
     nt = grid.num_tiles
-    slot = pass_index * capacity + jnp.arange(capacity, dtype=jnp.int32)
-    face = _slot_faces(ft, pass_index * capacity, capacity)
-    in_pass = slot < ft.total
-    local = slot - (ft.inclusive[face] - ft.count[face])
-    width = jnp.maximum(ft.width[face], 1)
-    tx = ft.tx0[face] + local % width
-    ty = ft.ty0[face] + local // width
-    if ft.lines is not None:  # drop the pairs the face's edge lines rule out
-        in_pass = in_pass & _tile_reaches(ft.lines[face], tx, ty, grid)
     nfi = grid.faces_per_image
-    image = face // nfi
-    tile = image * (grid.n * grid.n) + ty * grid.n + tx
+    composite = (nt + 1) * nfi < COMPOSITE_KEY_LIMIT
+    size = min(capacity, _ENUM_CHUNK)
+    listing = _listing_faces(ft)
+    base = pass_index * capacity
+
+    def chunk(i, bufs):
+        at = jnp.minimum(i * size, capacity - size)  # the last chunk may redo equal slots
+        slot = base + at + jnp.arange(size, dtype=jnp.int32)
+        face = _slot_faces(listing, base + at, size)
+        in_pass = slot < ft.total
+        local = slot - (ft.inclusive[face] - ft.count[face])
+        width = jnp.maximum(ft.width[face], 1)
+        tx = ft.tx0[face] + local % width
+        ty = ft.ty0[face] + local // width
+        if ft.lines is not None:  # drop the pairs the face's edge lines rule out
+            in_pass = in_pass & _tile_reaches(ft.lines[face], tx, ty, grid)
+        tile = face // nfi * (grid.n * grid.n) + ty * grid.n + tx
+        if composite:
+            # one int32 key per pair, tile-major then face: a single-operand sort (~5x
+            # faster than sorting (key, face) pairs on the CPU)
+            key = jnp.where(in_pass, tile * nfi + face % nfi, nt * nfi).astype(jnp.int32)
+            return (jax.lax.dynamic_update_slice(bufs[0], key, (at,)),)
+        key = jnp.where(in_pass, tile, nt).astype(jnp.int32)
+        put = jax.lax.dynamic_update_slice
+        return tuple(put(b, v, (at,)) for b, v in zip(bufs, (key, face), strict=True))
+
+    pairs_here = jnp.clip(ft.total - base, 0, capacity)
+    junk = nt * nfi if composite else nt
+    bufs = (jnp.full((capacity,), junk, jnp.int32),)
+    if not composite:
+        bufs += (jnp.zeros((capacity,), jnp.int32),)
+    bufs = jax.lax.fori_loop(0, (pairs_here + size - 1) // size, chunk, bufs)
     tiles = jnp.arange(nt + 1, dtype=jnp.int32)
-    if (nt + 1) * nfi < COMPOSITE_KEY_LIMIT:
-        # one int32 key per pair, tile-major then face: a single-operand sort (~5x faster
-        # than sorting (key, face) pairs on the CPU)
-        key = jnp.where(in_pass, tile * nfi + face % nfi, nt * nfi).astype(jnp.int32)
+    if composite:
         bounds = jnp.arange(nt + 2, dtype=jnp.int32) * nfi  # tile t: [bounds[t], bounds[t + 1])
-        key, pos = sort_search(key, bounds, nfi, grid.n * grid.n * nfi)
+        key, pos = sort_search(bufs[0], bounds, nfi, grid.n * grid.n * nfi)
         tile = key // nfi
         face = jnp.minimum(tile, nt - 1) // (grid.n * grid.n) * nfi + key % nfi
         start, end = pos[:-1], pos[1:]
     else:
-        key = jnp.where(in_pass, tile, nt).astype(jnp.int32)
-        tile, face = jax.lax.sort((key, face), num_keys=1, is_stable=True)
+        tile, face = jax.lax.sort(bufs, num_keys=1, is_stable=True)
         start = jnp.searchsorted(tile, tiles, side="left").astype(jnp.int32)
         end = jnp.searchsorted(tile, tiles, side="right").astype(jnp.int32)
     count = jnp.where(tiles < nt, end - start, 0)
-    return Bins(face, start, count, jnp.sum(in_pass, dtype=jnp.int32), tile)
+    return Bins(face, start, count, start[nt], tile)  # the sentinel tile's slots: junk
 
 
 def face_present(face_counts: jax.Array | None, grid: TileGrid) -> jax.Array | None:
