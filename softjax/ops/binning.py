@@ -553,7 +553,10 @@ def bin_pass(ft: FaceTiles, pass_index, capacity: int, grid: TileGrid) -> Bins:
     bufs = (jnp.full((capacity,), junk, jnp.int32),)
     if not composite:
         bufs += (jnp.zeros((capacity,), jnp.int32),)
-    bufs = jax.lax.fori_loop(0, (pairs_here + size - 1) // size, chunk, bufs)
+    if size == capacity:  # one chunk (with no pairs its slots come out as junk): no loop
+        bufs = chunk(0, bufs)
+    else:
+        bufs = jax.lax.fori_loop(0, (pairs_here + size - 1) // size, chunk, bufs)
     tiles = jnp.arange(nt + 1, dtype=jnp.int32)
     if composite:
         bounds = jnp.arange(nt + 2, dtype=jnp.int32) * nfi  # tile t: [bounds[t], bounds[t + 1])
