@@ -472,7 +472,8 @@ def _numpy_sort_search(keys, bounds, unit=None, block=None) -> tuple[np.ndarray,
         # sorted
         top = k.max(initial=np.iinfo(k.dtype).min)
         rest = k[k < top]
-        rest = _sort_ints(rest) if unit is None else _sort_blocks(rest, unit, block)
+        blockwise = unit is not None and block is not None
+        rest = _sort_blocks(rest, unit, block) if blockwise else _sort_ints(rest)
         out[i, : len(rest)], out[i, len(rest) :] = rest, top
         pos[i] = np.searchsorted(out[i], b, side="left")
     return out.reshape(keys.shape), pos.reshape(keys.shape[:-1] + bounds.shape[-1:])
@@ -500,7 +501,8 @@ def sort_search(
     ``key // block`` (the image) never decreasing. The CPU then sorts pieces of whole blocks
     by tile alone, one counting sort per cache-sized piece: 2-4x faster on the reconstruction
     batch (64 x 4 images) than sorting the whole array by its 16-bit digits. The result is the
-    same for any keys (others are sorted the usual way).
+    same for any keys (others are sorted the usual way); without both, or on a GPU, they are
+    not used.
     """
     if len(jax.local_devices(backend="cpu")) > 1:
         return _lax_sort_search(keys, bounds)
