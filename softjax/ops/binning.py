@@ -531,6 +531,7 @@ def bin_pass(ft: FaceTiles, pass_index, capacity: int, grid: TileGrid) -> Bins:
 
     def chunk(i, bufs):
         at = jnp.minimum(i * size, capacity - size)  # the last chunk may redo equal slots
+        put = jax.lax.dynamic_update_slice
         slot = base + at + jnp.arange(size, dtype=jnp.int32)
         face = _slot_faces(listing, base + at, size)
         in_pass = slot < ft.total
@@ -545,9 +546,8 @@ def bin_pass(ft: FaceTiles, pass_index, capacity: int, grid: TileGrid) -> Bins:
             # one int32 key per pair, tile-major then face: a single-operand sort (~5x
             # faster than sorting (key, face) pairs on the CPU)
             key = jnp.where(in_pass, tile * nfi + face % nfi, nt * nfi).astype(jnp.int32)
-            return (jax.lax.dynamic_update_slice(bufs[0], key, (at,)),)
+            return (put(bufs[0], key, (at,)),)
         key = jnp.where(in_pass, tile, nt).astype(jnp.int32)
-        put = jax.lax.dynamic_update_slice
         return tuple(put(b, v, (at,)) for b, v in zip(bufs, (key, face), strict=True))
 
     pairs_here = jnp.clip(ft.total - base, 0, capacity)
