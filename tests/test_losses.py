@@ -397,7 +397,7 @@ def test_padded_flatten_equals_each_mesh_alone(extra_faces):
         np.testing.assert_allclose(g[b, : v.shape[0]], alone[b][1][0], rtol=1e-4, atol=1e-5)
         assert np.all(g[b, v.shape[0] :] == 0)
     both = jax.jit(jax.vmap(loss))(jnp.stack([verts, verts]))
-    np.testing.assert_allclose(both, [got, got], rtol=1e-6)
+    np.testing.assert_allclose(both, [got, got], rtol=1e-5)  # float32 sums, fused anew
 
 
 def test_padded_flatten_float64(float64):
