@@ -94,7 +94,7 @@ def test_numpy_sort_search_matches_xla():
     "low, high", [(0, 1 << 16), (0, 2**31 - 1), (2**31 - 3000, 2**31 - 1), (-40, 40)]
 )
 def test_numpy_sort_is_a_sort_for_any_key_range(low, high):
-    """The CPU sort's radix passes (one below 2^16, two above; negative keys: ``np.sort``)."""
+    """The CPU sort over key ranges below and above 2^16, near the int32 limit, and negative."""
     rng = np.random.default_rng(4)
     keys = rng.integers(low, high, 5000, dtype=np.int64).astype(np.int32)
     keys[::7] = keys[3]  # duplicates
@@ -119,26 +119,17 @@ def _enumerated_keys(rng, images: int, faces: int, tiles: int) -> np.ndarray:
 
 
 @pytest.mark.parametrize("images, faces, tiles", [(1, 40, 16), (30, 25, 64), (3, 7, 1 << 17)])
-def test_blockwise_sort_is_a_sort_in_every_order(images, faces, tiles, monkeypatch):
-    """The CPU's sort of keys that come as the binning enumerates them (pieces of whole images,
-    one counting sort on the tile each), and of keys that do not (shuffled, faces descending
-    within a tile, an image's tiles beyond 2^16): always a sort."""
+def test_sort_search_sorts_enumerated_keys_in_every_order(images, faces, tiles):
+    """The CPU's sort through the callback, under jit and vmap, of keys as the binning
+    enumerates them (image by image, face by face) with the junk keys of dropped pairs, and of
+    the same keys shuffled and descending: always a sort, and the bounds' insertion points."""
     rng = np.random.default_rng(5)
     keys = _enumerated_keys(rng, images, faces, tiles)
-    unit, block = faces, tiles * faces
-    orders = [keys, rng.permutation(keys), np.sort(keys)[::-1].copy(), keys[:0]]
-    for k in orders:
-        got = binning._sort_blocks(k, unit, block)
-        np.testing.assert_array_equal(got, np.sort(k))
-    if tiles <= 1 << 16:  # the enumeration's order takes the blockwise path, no fallback
-        with monkeypatch.context() as m:
-            m.setattr(binning, "_sort_ints", None)
-            np.testing.assert_array_equal(binning._sort_blocks(keys, unit, block), np.sort(keys))
-    # through the callback, junk keys included, under jit and vmap
+    orders = [keys, rng.permutation(keys), np.sort(keys)[::-1].copy()]
     junk = (images * tiles) * faces
-    batch = np.stack([np.concatenate([k, np.full(7, junk, np.int32)]) for k in orders[:3]])
+    batch = np.stack([np.concatenate([k, np.full(7, junk, np.int32)]) for k in orders])
     bounds = jnp.arange(0, images * tiles + 2, max(1, tiles // 4), dtype=jnp.int32) * faces
-    fn = jax.vmap(lambda k: binning.sort_search(k, bounds, unit, block))
+    fn = jax.vmap(lambda k: binning.sort_search(k, bounds))
     got, pos = jax.jit(fn)(jnp.asarray(batch))
     for i, k in enumerate(batch):
         np.testing.assert_array_equal(np.asarray(got[i]), np.sort(k))
@@ -339,3 +330,29 @@ def test_two_pixel_tiles_default_capacity_holds_a_flat_ellipsoid_in_one_pass():
     capacity = binning.pair_capacity(cfg, grid, "xla")
     assert int(ft.total) > 8 * nf + 4 * grid.num_tiles  # the larger tiles' default
     assert int(binning.num_passes(ft, capacity)) == 1
+
+
+def test_float_divmod_is_exact_in_range():
+    """The binning's float-quotient divmod equals integer division over the range it is used
+    on (``0 <= a < 2**23``), exact multiples and one below them included."""
+    rng = np.random.default_rng(8)
+    b = np.concatenate([np.arange(1, 300), rng.integers(1, 1 << 23, 3000)]).astype(np.int32)
+    q = rng.integers(0, 1 << 23, b.shape) // b
+    a = np.concatenate(
+        [
+            q * b,
+            np.maximum(q * b - 1, 0),
+            rng.integers(0, 1 << 23, b.shape),
+            np.full(b.shape, (1 << 23) - 1),
+        ]
+    ).astype(np.int32)
+    b = np.tile(b, 4)
+    got_q, got_r = jax.jit(binning._divmod)(jnp.asarray(a), jnp.asarray(b))
+    np.testing.assert_array_equal(np.asarray(got_q), a // b)
+    np.testing.assert_array_equal(np.asarray(got_r), a % b)
+
+
+@pytest.mark.parametrize("op, want", [(jnp.add, np.cumsum), (jnp.maximum, np.maximum.accumulate)])
+def test_running_matches_numpy(op, want):
+    x = np.random.default_rng(9).integers(-50, 50, 1001).astype(np.int32)
+    np.testing.assert_array_equal(np.asarray(jax.jit(lambda v: binning.running(op, v))(x)), want(x))

@@ -11,7 +11,6 @@ face ``f = b * F + j``.
 
 from __future__ import annotations
 
-import functools
 from typing import NamedTuple
 
 import jax
@@ -337,8 +336,16 @@ def face_tiles(
     return _with_counts(FaceTiles(tx0, ty0, width, count, None, None, lines), count)
 
 
+def running(op, x: jax.Array) -> jax.Array:
+    """The running ``op`` (``jnp.add``, ``jnp.maximum``) of a 1-D array, inclusive.
+
+    An associative scan: XLA's CPU ``cumsum`` and ``cummax`` (a reduce-window) took 2.5x and
+    4x longer on the binning's arrays (20k to 330k entries)."""
+    return jax.lax.associative_scan(op, x)
+
+
 def _with_counts(ft: FaceTiles, count: jax.Array) -> FaceTiles:
-    inclusive = jnp.cumsum(count).astype(jnp.int32)
+    inclusive = running(jnp.add, count.astype(jnp.int32))
     total = inclusive[-1] if count.shape[0] else jnp.int32(0)
     return ft._replace(count=count, inclusive=inclusive, total=total)
 
@@ -359,6 +366,16 @@ def coarse_faces(ft: FaceTiles, grid: TileGrid) -> jax.Array:
     return big & (big_pairs * COARSE_MIN_SHARE_INV > ft.total)
 
 
+def _divmod(a: jax.Array, b: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``(a // b, a % b)`` of int32 arrays with ``0 <= a < 2**23`` and ``b >= 1``, through a float
+    quotient: a vector integer division is several times slower on CPUs. The float estimate is
+    within one of the quotient, which the two corrections fix."""
+    q = jnp.floor((a.astype(jnp.float32) + 0.5) / b.astype(jnp.float32)).astype(jnp.int32)
+    r = a - q * b
+    q, r = jnp.where(r < 0, q - 1, q), jnp.where(r < 0, r + b, r)
+    return jnp.where(r >= b, q + 1, q), jnp.where(r >= b, r - b, r)
+
+
 def _tile_reaches(lines: jax.Array, tx, ty, grid: TileGrid) -> jax.Array:
     """Whether each tile ``(tx, ty)`` ``[C]`` reaches all three lines ``[C, 3, 3]`` of its face:
     the maximum of an affine function over the tile's pixel centres is at a corner."""
@@ -367,10 +384,14 @@ def _tile_reaches(lines: jax.Array, tx, ty, grid: TileGrid) -> jax.Array:
     x_hi = pixel_center_x(tx * t + t - 1, s)
     y_hi = pixel_center_y(ty * t, s)
     y_lo = pixel_center_y(ty * t + t - 1, s)
-    a, b, c = lines[..., 0], lines[..., 1], lines[..., 2]  # [C, 3]
-    x = jnp.where(a > 0, x_hi[:, None], x_lo[:, None])
-    y = jnp.where(b > 0, y_hi[:, None], y_lo[:, None])
-    return jnp.all(a * x + b * y + c >= 0, axis=-1)
+    reach = None
+    for k in range(3):  # not jnp.all over the lines: a reduction over 3 is slow on CPUs
+        a, b, c = lines[:, k, 0], lines[:, k, 1], lines[:, k, 2]  # [C]
+        x = jnp.where(a > 0, x_hi, x_lo)
+        y = jnp.where(b > 0, y_hi, y_lo)
+        ok = a * x + b * y + c >= 0
+        reach = ok if reach is None else reach & ok
+    return reach
 
 
 class Bins(NamedTuple):
@@ -393,7 +414,7 @@ def _listing_faces(ft: FaceTiles) -> tuple[jax.Array, jax.Array]:
     ``n`` of them start within any ``n`` consecutive slots."""
     nf = ft.count.shape[0]
     lists = ft.count > 0
-    at = jnp.where(lists, jnp.cumsum(lists) - 1, nf)  # elsewhere: dropped
+    at = jnp.where(lists, running(jnp.add, lists.astype(jnp.int32)) - 1, nf)  # elsewhere: dropped
     faces = jnp.full((nf,), nf - 1, jnp.int32).at[at].set(jnp.arange(nf, dtype=jnp.int32))
     first = jnp.full((nf,), jnp.iinfo(jnp.int32).max, jnp.int32).at[at].set(ft.inclusive - ft.count)
     return faces, first
@@ -418,64 +439,22 @@ def _slot_faces(listing: tuple[jax.Array, jax.Array], first, size: int) -> jax.A
     # slots before the window's first start (the face owning `first` lies before it when the
     # clip above moved j0 back): that face is the last one starting at or before `first`
     before = jnp.sum(window <= 0, dtype=jnp.int32) - 1
-    return faces[j0 + jnp.maximum(jax.lax.cummax(marks), before)]
-
-
-def _sort_ints(k: np.ndarray) -> np.ndarray:
-    """``k`` (int32 ``[n]``) sorted. Non-negative keys take a least-significant-digit radix
-    sort, 16 bits a pass (NumPy's stable sort of 16-bit integers is a counting sort): 2 to 3
-    times faster than ``np.sort`` on the binning's keys up to a few hundred thousand."""
-    if not len(k) or k.min() < 0:
-        return np.sort(k)
-    for shift in (0, 16) if k.max() >= 1 << 16 else (0,):
-        k = k[np.argsort((k >> shift).astype(np.uint16), kind="stable")]
-    return k
+    return faces[j0 + jnp.maximum(running(jnp.maximum, marks), before)]
 
 
 # slots the binning enumerates at a time (bin_pass)
 _ENUM_CHUNK = 1 << 16
-# keys per piece of the blockwise sort: its arrays stay in a core's cache
-_PIECE_KEYS = 1 << 16
 
 
-def _sort_blocks(k: np.ndarray, unit: int, block: int) -> np.ndarray:
-    """``k`` sorted, for keys in the binning's enumeration order (see :func:`sort_search`):
-    pieces of whole blocks of about ``_PIECE_KEYS`` keys, each a single stable counting sort
-    on ``k // unit``. Any other order falls back to :func:`_sort_ints` (a check of the
-    result, O(n), decides)."""
-    per_block = block // unit  # distinct values of k // unit in a block
-    major = k // block
-    if not len(k) or k.min() < 0 or per_block > 1 << 16 or np.any(major[1:] < major[:-1]):
-        return _sort_ints(k)
-    first, last = int(major[0]), int(major[-1])
-    blocks = max(1, min(_PIECE_KEYS * (last - first + 1) // len(k), (1 << 16) // per_block))
-    edges = np.searchsorted(major, np.arange(first, last + blocks + 1, blocks))
-    minor = k // unit
-    out = np.empty_like(k)
-    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
-        if hi > lo:
-            digit = (minor[lo:hi] - int(major[lo]) * per_block).astype(np.uint16)
-            out[lo:hi] = k[lo:hi][np.argsort(digit, kind="stable")]
-    return out if np.all(out[1:] >= out[:-1]) else _sort_ints(k)
-
-
-def _numpy_sort_search(keys, bounds, unit=None, block=None) -> tuple[np.ndarray, np.ndarray]:
-    # NumPy arrays: a callback may be handed jax.Arrays, on which the boolean mask below would
-    # compile a new program per call
+def _numpy_sort_search(keys, bounds) -> tuple[np.ndarray, np.ndarray]:
+    # NumPy arrays: a callback may be handed jax.Arrays
     keys, bounds = np.asarray(keys), np.asarray(bounds)
     flat_k = keys.reshape(-1, keys.shape[-1])
     flat_b = np.broadcast_to(bounds, keys.shape[:-1] + bounds.shape[-1:]).reshape(len(flat_k), -1)
-    out = np.empty_like(flat_k)
+    out = np.sort(flat_k, axis=-1)
     pos = np.empty(flat_b.shape, np.int32)
-    for i, (k, b) in enumerate(zip(flat_k, flat_b, strict=True)):
-        # a pass's dropped pairs (often half of it) share the largest key: only the rest is
-        # sorted
-        top = k.max(initial=np.iinfo(k.dtype).min)
-        rest = k[k < top]
-        blockwise = unit is not None and block is not None
-        rest = _sort_blocks(rest, unit, block) if blockwise else _sort_ints(rest)
-        out[i, : len(rest)], out[i, len(rest) :] = rest, top
-        pos[i] = np.searchsorted(out[i], b, side="left")
+    for i, (k, b) in enumerate(zip(out, flat_b, strict=True)):
+        pos[i] = np.searchsorted(k, b, side="left")
     return out.reshape(keys.shape), pos.reshape(keys.shape[:-1] + bounds.shape[-1:])
 
 
@@ -484,33 +463,24 @@ def _lax_sort_search(keys: jax.Array, bounds: jax.Array) -> tuple[jax.Array, jax
     return keys, jnp.searchsorted(keys, bounds, side="left").astype(jnp.int32)
 
 
-def sort_search(
-    keys: jax.Array, bounds: jax.Array, unit: int | None = None, block: int | None = None
-) -> tuple[jax.Array, jax.Array]:
+def sort_search(keys: jax.Array, bounds: jax.Array) -> tuple[jax.Array, jax.Array]:
     """``keys`` (int32 ``[n]``) sorted, not stably (equal keys are indistinguishable), and where
     each of the ascending ``bounds`` (int32 ``[m]``) would be inserted on the left.
 
     On the CPU this is NumPy's, through a callback: XLA's CPU sort is about 10x slower (2.9M
     keys: 147 ms vs 11 ms on a 2-core machine) and with the binary searches it was the largest
-    fixed cost of a pass. Elsewhere (GPU) it is ``lax.sort`` and ``searchsorted``, and so it is
-    when the process has several CPU devices: there the callback deadlocked a step spread over
-    two of them (``shard_map``, ``--xla_force_host_platform_device_count=2``).
-
-    ``unit`` and ``block`` (static) describe keys that come almost sorted, as the binning
-    enumerates them: ``key = tile * unit + face``, each tile's keys in ascending order, and
-    ``key // block`` (the image) never decreasing. The CPU then sorts pieces of whole blocks
-    by tile alone, one counting sort per cache-sized piece: 2-4x faster on the reconstruction
-    batch (64 x 4 images) than sorting the whole array by its 16-bit digits. The result is the
-    same for any keys (others are sorted the usual way); without both, or on a GPU, they are
-    not used.
+    fixed cost of a pass. NumPy's own sort (SIMD on x86 since NumPy 2) beat the radix and
+    blockwise counting sorts this function used before by 2.5-4x on the geometry suite's keys
+    (``docs/performance.md``). Elsewhere (GPU) it is ``lax.sort`` and ``searchsorted``, and so
+    it is when the process has several CPU devices: there the callback deadlocked a step spread
+    over two of them (``shard_map``, ``--xla_force_host_platform_device_count=2``).
     """
     if len(jax.local_devices(backend="cpu")) > 1:
         return _lax_sort_search(keys, bounds)
-    host = functools.partial(_numpy_sort_search, unit=unit, block=block)
 
     def on_cpu(k, b):
         shapes = (jax.ShapeDtypeStruct(k.shape, k.dtype), jax.ShapeDtypeStruct(b.shape, jnp.int32))
-        return jax.pure_callback(host, shapes, k, b, vmap_method="broadcast_all")
+        return jax.pure_callback(_numpy_sort_search, shapes, k, b, vmap_method="broadcast_all")
 
     return jax.lax.platform_dependent(keys, bounds, cpu=on_cpu, default=_lax_sort_search)
 
@@ -536,9 +506,9 @@ def bin_pass(ft: FaceTiles, pass_index, capacity: int, grid: TileGrid) -> Bins:
         face = _slot_faces(listing, base + at, size)
         in_pass = slot < ft.total
         local = slot - (ft.inclusive[face] - ft.count[face])
-        width = jnp.maximum(ft.width[face], 1)
-        tx = ft.tx0[face] + local % width
-        ty = ft.ty0[face] + local // width
+        row, col = _divmod(local, jnp.maximum(ft.width[face], 1))
+        tx = ft.tx0[face] + col
+        ty = ft.ty0[face] + row
         if ft.lines is not None:  # drop the pairs the face's edge lines rule out
             in_pass = in_pass & _tile_reaches(ft.lines[face], tx, ty, grid)
         tile = face // nfi * (grid.n * grid.n) + ty * grid.n + tx
@@ -562,7 +532,7 @@ def bin_pass(ft: FaceTiles, pass_index, capacity: int, grid: TileGrid) -> Bins:
     tiles = jnp.arange(nt + 1, dtype=jnp.int32)
     if composite:
         bounds = jnp.arange(nt + 2, dtype=jnp.int32) * nfi  # tile t: [bounds[t], bounds[t + 1])
-        key, pos = sort_search(bufs[0], bounds, nfi, grid.n * grid.n * nfi)
+        key, pos = sort_search(bufs[0], bounds)
         tile = key // nfi
         face = jnp.minimum(tile, nt - 1) // (grid.n * grid.n) * nfi + key % nfi
         start, end = pos[:-1], pos[1:]

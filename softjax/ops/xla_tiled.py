@@ -116,7 +116,7 @@ def _work_items(bins: binning.Bins, grid: binning.TileGrid, cap: int, k_size: in
     tiles' loads (tiles visited in groups would each pay for the busiest tile of its group)."""
     nt = grid.num_tiles
     chunks = (bins.count[:nt] + k_size - 1) // k_size  # [NT]
-    inclusive = jnp.cumsum(chunks).astype(jnp.int32)
+    inclusive = binning.running(jnp.add, chunks.astype(jnp.int32))
     # every tile has at most one partial chunk: sum ceil(c / K) <= cap / K + NT
     size = -(-cap // k_size) + nt + g_size
     item = jnp.arange(size, dtype=jnp.int32)
