@@ -120,8 +120,14 @@ def _work_items(bins: binning.Bins, grid: binning.TileGrid, cap: int, k_size: in
     # every tile has at most one partial chunk: sum ceil(c / K) <= cap / K + NT
     size = -(-cap // k_size) + nt + g_size
     item = jnp.arange(size, dtype=jnp.int32)
-    tile = jnp.searchsorted(inclusive, item, side="right").astype(jnp.int32)  # NT past the end
-    first = inclusive[jnp.minimum(tile, nt - 1)] - chunks[jnp.minimum(tile, nt - 1)]
+    # each tile with items marks its first item, the sentinel NT the end, and a running maximum
+    # spreads the marks (a binary search per item was a loop of 11 steps on a 1,024-tile call)
+    first = inclusive - chunks
+    at = jnp.where(chunks > 0, first, size)  # elsewhere: dropped
+    marks = jnp.zeros((size,), jnp.int32).at[at].max(jnp.arange(nt, dtype=jnp.int32), mode="drop")
+    marks = marks.at[inclusive[-1]].max(nt, mode="drop")
+    tile = binning.running(jnp.maximum, marks)  # NT past the end
+    first = first[jnp.minimum(tile, nt - 1)]
     return _WorkItems(tile, item - first, inclusive[-1])
 
 
