@@ -332,21 +332,18 @@ def test_two_pixel_tiles_default_capacity_holds_a_flat_ellipsoid_in_one_pass():
     assert int(binning.num_passes(ft, capacity)) == 1
 
 
-def test_float_divmod_is_exact_in_range():
-    """The binning's float-quotient divmod equals integer division over the range it is used
-    on (``0 <= a < 2**23``), exact multiples and one below them included."""
+def test_float_divmod_is_exact():
+    """The binning's float-quotient divmod equals integer division for any ``a >= 0`` and
+    ``b >= 1``: exact multiples, one below them, and values up to the int32 limit."""
     rng = np.random.default_rng(8)
-    b = np.concatenate([np.arange(1, 300), rng.integers(1, 1 << 23, 3000)]).astype(np.int32)
-    q = rng.integers(0, 1 << 23, b.shape) // b
-    a = np.concatenate(
-        [
-            q * b,
-            np.maximum(q * b - 1, 0),
-            rng.integers(0, 1 << 23, b.shape),
-            np.full(b.shape, (1 << 23) - 1),
-        ]
-    ).astype(np.int32)
-    b = np.tile(b, 4)
+    top = 2**31 - 1
+    b = np.concatenate(
+        [np.arange(1, 300), rng.integers(1, 1 << 12, 3000), rng.integers(1, top, 3000)]
+    ).astype(np.int64)
+    q = rng.integers(0, top, b.shape) // b
+    a = np.concatenate([q * b, np.maximum(q * b - 1, 0), rng.integers(0, top, b.shape)])
+    a = np.concatenate([a, np.full(b.shape, top), np.arange(b.shape[0])]).astype(np.int32)
+    b = np.tile(b, 5).astype(np.int32)
     got_q, got_r = jax.jit(binning._divmod)(jnp.asarray(a), jnp.asarray(b))
     np.testing.assert_array_equal(np.asarray(got_q), a // b)
     np.testing.assert_array_equal(np.asarray(got_r), a % b)

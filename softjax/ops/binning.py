@@ -367,10 +367,16 @@ def coarse_faces(ft: FaceTiles, grid: TileGrid) -> jax.Array:
 
 
 def _divmod(a: jax.Array, b: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """``(a // b, a % b)`` of int32 arrays with ``0 <= a < 2**23`` and ``b >= 1``, through a float
-    quotient: a vector integer division is several times slower on CPUs. The float estimate is
-    within one of the quotient, which the two corrections fix."""
-    q = jnp.floor((a.astype(jnp.float32) + 0.5) / b.astype(jnp.float32)).astype(jnp.int32)
+    """``(a // b, a % b)`` of int32 arrays with ``a >= 0`` and ``b >= 1``, through float
+    quotients: a vector integer division is several times slower on CPUs. The first estimate
+    is off by at most ``a / 2**23 + 1``; the second, of the small remainder, by at most one,
+    which the last selects fix."""
+
+    def estimate(x):
+        return jnp.floor((x.astype(jnp.float32) + 0.5) / b.astype(jnp.float32)).astype(jnp.int32)
+
+    q = estimate(a)
+    q = q + estimate(a - q * b)
     r = a - q * b
     q, r = jnp.where(r < 0, q - 1, q), jnp.where(r < 0, r + b, r)
     return jnp.where(r >= b, q + 1, q), jnp.where(r >= b, r - b, r)
