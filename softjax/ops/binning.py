@@ -344,6 +344,15 @@ def running(op, x: jax.Array) -> jax.Array:
     return jax.lax.associative_scan(op, x)
 
 
+def spread_marks(at: jax.Array, values: jax.Array, size: int) -> jax.Array:
+    """``[size]`` int32: at each position, the largest of the non-negative ``values`` marked at
+    or before it (0 before the first mark). ``at``: the marks' positions (int32, shaped like
+    ``values``; out of range: dropped). With increasing values at increasing positions, each
+    position gets its owner, O(size) without a binary search per position."""
+    marks = jnp.zeros((size,), jnp.int32).at[at].max(values, mode="drop")
+    return running(jnp.maximum, marks)
+
+
 def _with_counts(ft: FaceTiles, count: jax.Array) -> FaceTiles:
     inclusive = running(jnp.add, count.astype(jnp.int32))
     total = inclusive[-1] if count.shape[0] else jnp.int32(0)
@@ -441,11 +450,10 @@ def _slot_faces(listing: tuple[jax.Array, jax.Array], first, size: int) -> jax.A
     window = jax.lax.dynamic_slice(starts, (j0,), (min(size + 1, nf),)) - first
     at = jnp.where((window >= 0) & (window < size), window, size)  # elsewhere: dropped
     own = jnp.arange(window.shape[0], dtype=jnp.int32)
-    marks = jnp.zeros((size,), jnp.int32).at[at].max(own, mode="drop")
     # slots before the window's first start (the face owning `first` lies before it when the
     # clip above moved j0 back): that face is the last one starting at or before `first`
     before = jnp.sum(window <= 0, dtype=jnp.int32) - 1
-    return faces[j0 + jnp.maximum(running(jnp.maximum, marks), before)]
+    return faces[j0 + jnp.maximum(spread_marks(at, own, size), before)]
 
 
 # slots the binning enumerates at a time (bin_pass)

@@ -123,10 +123,8 @@ def _work_items(bins: binning.Bins, grid: binning.TileGrid, cap: int, k_size: in
     # each tile with items marks its first item, the sentinel NT the end, and a running maximum
     # spreads the marks (a binary search per item was a loop of 11 steps on a 1,024-tile call)
     first = inclusive - chunks
-    at = jnp.where(chunks > 0, first, size)  # elsewhere: dropped
-    marks = jnp.zeros((size,), jnp.int32).at[at].max(jnp.arange(nt, dtype=jnp.int32), mode="drop")
-    marks = marks.at[inclusive[-1]].max(nt, mode="drop")
-    tile = binning.running(jnp.maximum, marks)  # NT past the end
+    at = jnp.concatenate([jnp.where(chunks > 0, first, size), inclusive[-1:]])  # size: dropped
+    tile = binning.spread_marks(at, jnp.arange(nt + 1, dtype=jnp.int32), size)  # NT past the end
     first = first[jnp.minimum(tile, nt - 1)]
     return _WorkItems(tile, item - first, inclusive[-1])
 
