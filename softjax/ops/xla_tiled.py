@@ -257,11 +257,17 @@ def _backward_pass(ctx: streamed.Context, consts: aggregate.BackwardConsts, bins
         delta = None
         if uv:  # the texels the taps read (zeros): see _colors
             delta = jnp.zeros((4,) + px.shape + (3,), ctx.fv.dtype)
-        leaves = (fields, tex_g, _diff_scalars(scalars), delta)
-        gl, taps = grad_fn(leaves, front, c, px, py, fidx)
         g, k = fidx.shape
-        per_face = jax.tree.leaves((gl[0], gl[1]))  # each [G, 1, K, ...]
-        face_rows = jnp.concatenate([d.reshape(g, k, -1) for d in per_face], -1)  # [G, K, C]
+        p = px.shape[1]
+        # Differentiating w.r.t. per-pixel copies and summing once afterwards is cheaper
+        # than letting the gradient reduce each field over pixels separately.
+        wide = jax.tree.map(lambda v: jnp.broadcast_to(v, (g, p) + v.shape[2:]), (fields, tex_g))
+        leaves = (wide[0], wide[1], _diff_scalars(scalars), delta)
+        gl, taps = grad_fn(leaves, front, c, px, py, fidx)
+        per_face = jax.tree.leaves((gl[0], gl[1]))  # each [G, P, K, ...]
+        face_rows = jnp.sum(
+            jnp.concatenate([d.reshape(g, p, k, -1) for d in per_face], -1), axis=1
+        )  # [G, K, C]
         dst = jnp.where(fidx >= 0, fidx, ctx.grid.num_faces)
         g_face = acc[0].at[dst].add(face_rows)
         g_sc = tuple(a + d for a, d in zip(acc[1], gl[2], strict=True))
