@@ -19,8 +19,9 @@ adds) needs a GPU: ``bench/bench_gpu.py`` there.
 
 ``--suite geometry`` times the scenes of ``bench/geometry.py`` (spheres, a flattened ellipsoid
 edge-on and at 30 degrees, deform's target from 24 views, the reconstruction batch, slivers) on
-the XLA path and reports, per scene, useful and candidate pairs, milliseconds and nanoseconds
-per useful pair (medians after the compile run and ``geometry.WARMUP_CALLS`` untimed calls,
+the XLA path and reports, per scene, useful and candidate pairs, the *floor* (the pixels of
+the tiles where a face has a useful pixel: the fewest candidates whole tiles allow),
+milliseconds and nanoseconds per useful pair (medians after the compile run and ``geometry.WARMUP_CALLS`` untimed calls,
 which the first calls of a freshly compiled program need). ``--baseline DIR`` (a checkout of
 another commit) also times each scene with that checkout's ``softjax``, alternating with this
 one scene by scene, and reports the ratios: on a shared machine only ratios measured in one run
@@ -255,7 +256,7 @@ def geometry_table(args) -> list[dict]:
     base = args.baseline
     header = (
         f"{'scene':<26} {'B x F':>12} {'S':>4} {'tile':>5} {'useful':>9} {'cand/u':>7} "
-        f"{'fwd ms':>8} {'f+b ms':>8} {'fwd ns/u':>9} {'f+b ns/u':>9}"
+        f"{'floor/u':>7} {'fwd ms':>8} {'f+b ms':>8} {'fwd ns/u':>9} {'f+b ns/u':>9}"
     )
     if base:
         header += f" {'base f+b ms':>11} {'fwd x':>6} {'f+b x':>6}"
@@ -279,7 +280,8 @@ def geometry_table(args) -> list[dict]:
         line = (
             f"{scene.name:<26} {row['batch']:>4} x {row['faces']:>5} {row['image_size']:>4} "
             f"{geometry.tile_label(row):>5} "
-            f"{row['useful']:>9} {row['candidate_pixels'] / max(row['useful'], 1):>7.1f} "
+            f"{row['useful']:>9} {row['candidate_pixels'] / max(row['useful'], 1):>7.2f} "
+            f"{row['floor_pixels'] / max(row['useful'], 1):>7.2f} "
             f"{row['fwd_ms']:>8.1f} {row['fwd_bwd_ms']:>8.1f} "
             f"{row['fwd_ns_per_useful']:>9.1f} {row['fwd_bwd_ns_per_useful']:>9.1f}"
         )
@@ -294,6 +296,10 @@ def geometry_table(args) -> list[dict]:
     if done:
         per = [r["fwd_bwd_ns_per_useful"] for r in done]
         print(f"forward+backward ns per useful pair: worst / best = {max(per) / min(per):.2f}x")
+        # what the tiles alone allow: if every candidate cost the same, no culling of whole
+        # tiles could bring the spread below this
+        floor = [r["floor_pixels"] / max(r["useful"], 1) for r in done]
+        print(f"floor pixels per useful pair: worst / best = {max(floor) / min(floor):.2f}x")
         if base:
             for r in done:
                 b = r["baseline"]

@@ -136,23 +136,32 @@ def suite() -> list[Scene]:
     return [*scenes, recon_batch(), slivers()]
 
 
-def _useful_in(c: jax.Array, image_size: int, sigma: float, dist_eps: float) -> jax.Array:
-    """Useful pairs of the faces ``c`` ``[K, 3, 3]`` (NaN rows: none) with every pixel."""
-    xs, ys = pixel_centers(image_size, c.dtype)
+def _useful_in(c: jax.Array, coarse: jax.Array, scene: Scene, tiles: tuple[int, int], dist_eps):
+    """Useful pairs of the faces ``c`` ``[K, 3, 3]`` (NaN rows: none) with every pixel, and the
+    pixels of the tiles that hold at least one of each face's useful pixels: tiles of side
+    ``tiles[1]`` for the faces ``coarse`` ``[K]`` marks, else ``tiles[0]``."""
+    s = scene.image_size
+    xs, ys = pixel_centers(s, c.dtype)
     face = jax.tree.map(lambda t: t[None], face_setup(c))  # [1, K, ...]
     terms = pair_terms(
         xs.reshape(-1, 1),
         ys.reshape(-1, 1),
         face,
         dist_func="euclidean",
-        sigma_val=sigma,
+        sigma_val=scene.sigma,
         dist_eps=dist_eps,
         gamma_val=1e-4,
         near=1.0,
         far=100.0,
         fill_back=True,
     )
-    return jnp.sum(terms.valid, dtype=jnp.int32)
+    valid = terms.valid.reshape(s, s, -1)  # [S, S, K]
+    floor = []
+    for t in tiles:
+        n = -(-s // t)
+        v = jnp.pad(valid, ((0, n * t - s), (0, n * t - s), (0, 0))).reshape(n, t, n, t, -1)
+        floor.append(t * t * jnp.sum(jnp.any(v, axis=(1, 3)), axis=(0, 1), dtype=jnp.int32))
+    return jnp.sum(valid, dtype=jnp.int32), jnp.sum(jnp.where(coarse, floor[1], floor[0]))
 
 
 def pair_counts(scene: Scene, dist_eps: float = 1e-4, backend: str = "xla") -> dict:
@@ -167,7 +176,9 @@ def pair_counts(scene: Scene, dist_eps: float = 1e-4, backend: str = "xla") -> d
       ``coarse_tile`` and ``coarse_faces``: the coarse level's tile size and faces (0 and 0 when
       the call runs on one level, :func:`softjax.ops.binning.coarse_faces`); ``box_tiles``:
       (tile, face) pairs of the faces' grown bounding boxes; ``candidate_tiles``: those the
-      edge-line culling keeps (what the passes evaluate); ``candidate_pixels``: their pixels.
+      edge-line culling keeps (what the passes evaluate); ``candidate_pixels``: their pixels;
+      ``floor_pixels``: the pixels of the tiles (of each face's level) that hold at least one
+      useful pixel of the face, the fewest candidates any culling of whole tiles can leave.
     """
     fv = jnp.asarray(scene.fv)
     b, f = fv.shape[:2]
@@ -191,22 +202,26 @@ def pair_counts(scene: Scene, dist_eps: float = 1e-4, backend: str = "xla") -> d
         kept_l = int(jax.jit(lambda ft, kept_pairs=kept_pairs: kept_pairs(ft, 0).pairs)(ft))
         box, kept, pixels = box + box_l, kept + kept_l, pixels + kept_l * g.tile_pixels
     chunk = max(1, (1 << 22) // scene.image_size**2)  # about 4M pairs per step
-    flat = fv.reshape(-1, 3, 3)
-    flat = jnp.pad(flat, ((0, -flat.shape[0] % chunk), (0, 0), (0, 0)), constant_values=np.nan)
+    pad = -(b * f) % chunk
+    flat = jnp.pad(fv.reshape(-1, 3, 3), ((0, pad), (0, 0), (0, 0)), constant_values=np.nan)
+    marks = jnp.pad(jnp.asarray(coarse), (0, pad)).reshape(-1, chunk)
+    tiles = (cfg.tile, span)
     count = jax.jit(
-        lambda x: jnp.sum(
-            jax.lax.map(lambda c: _useful_in(c, scene.image_size, scene.sigma, dist_eps), x)
+        lambda x, m: jax.tree.map(
+            jnp.sum, jax.lax.map(lambda a: _useful_in(a[0], a[1], scene, tiles, dist_eps), (x, m))
         )
     )
+    useful, floor = count(flat.reshape(-1, chunk, 3, 3), marks)
     two = len(levels) > 1
     return {
-        "useful": int(count(flat.reshape(-1, chunk, 3, 3))),
+        "useful": int(useful),
         "tile": cfg.tile,
         "coarse_tile": span if two else 0,
         "coarse_faces": int(coarse.sum()) if two else 0,
         "box_tiles": box,
         "candidate_tiles": kept,
         "candidate_pixels": pixels,
+        "floor_pixels": int(floor),
     }
 
 
@@ -244,36 +259,3 @@ def time_scene(scene: Scene, repeats: int = 3, backend: str = "xla") -> dict:
             times.append(time.perf_counter() - t0)
         out[f"{name}_ms"] = 1e3 * float(np.median(times))
     return out
-
-
-def run_suite(repeats: int = 3, backend: str = "xla", names: str | None = None) -> list[dict]:
-    """Counts and times every scene (``names``: comma-separated substrings to keep); prints one
-    table row per scene as it goes and returns the rows."""
-    header = (
-        f"{'scene':<26} {'B x F':>12} {'S':>4} {'tile':>5} {'useful':>9} {'cand/useful':>11} "
-        f"{'fwd ms':>8} {'f+b ms':>8} {'fwd ns/u':>9} {'f+b ns/u':>9}"
-    )
-    print(header)
-    print("-" * len(header), flush=True)
-    rows = []
-    for scene in suite():
-        if names and not any(n.strip() in scene.name for n in names.split(",")):
-            continue
-        row = {"scene": scene.name, "batch": scene.fv.shape[0], "faces": scene.fv.shape[1]}
-        row.update(image_size=scene.image_size, sigma=scene.sigma, **pair_counts(scene))
-        row.update(time_scene(scene, repeats, backend))
-        for k in ("fwd", "fwd_bwd"):
-            row[f"{k}_ns_per_useful"] = 1e6 * row[f"{k}_ms"] / max(row["useful"], 1)
-        rows.append(row)
-        print(
-            f"{scene.name:<26} {row['batch']:>4} x {row['faces']:>5} {row['image_size']:>4} "
-            f"{tile_label(row):>5} "
-            f"{row['useful']:>9} {row['candidate_pixels'] / max(row['useful'], 1):>11.1f} "
-            f"{row['fwd_ms']:>8.1f} {row['fwd_bwd_ms']:>8.1f} "
-            f"{row['fwd_ns_per_useful']:>9.1f} {row['fwd_bwd_ns_per_useful']:>9.1f}",
-            flush=True,
-        )
-    worst = max(r["fwd_bwd_ns_per_useful"] for r in rows)
-    best = min(r["fwd_bwd_ns_per_useful"] for r in rows)
-    print(f"forward+backward ns per useful pair: worst / best = {worst / best:.1f}x")
-    return rows

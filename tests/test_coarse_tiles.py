@@ -185,6 +185,9 @@ def test_geometry_counts_follow_both_levels():
     assert geometry.tile_label(counts) == "2+8"
     assert 0 < counts["coarse_faces"] < 300
     assert counts["useful"] <= counts["candidate_pixels"] < 16 * counts["useful"]
+    # the kept tiles include every tile where a face is useful (else binning would drop pairs)
+    assert counts["useful"] <= counts["floor_pixels"] <= counts["candidate_pixels"]
     assert counts["candidate_tiles"] < counts["box_tiles"]
     one = geometry.pair_counts(scene._replace(fv=scene.fv[:, :15], tex=scene.tex[:, :15]))
     assert (one["tile"], one["coarse_tile"]) == (8, 0)  # 154 pixels per face: one level
+    assert one["useful"] <= one["floor_pixels"] <= one["candidate_pixels"]
