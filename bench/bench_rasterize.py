@@ -21,8 +21,9 @@ adds) needs a GPU: ``bench/bench_gpu.py`` there.
 edge-on and at 30 degrees, deform's target from 24 views, the reconstruction batch, slivers) on
 the XLA path and reports, per scene, useful and candidate pairs, the *floor* (the pixels of
 the tiles where a face has a useful pixel: the fewest candidates whole tiles allow),
-milliseconds and nanoseconds per useful pair (medians after the compile run and ``geometry.WARMUP_CALLS`` untimed calls,
-which the first calls of a freshly compiled program need). ``--baseline DIR`` (a checkout of
+milliseconds and nanoseconds per useful pair (medians after the compile run and
+``geometry.WARMUP_CALLS`` untimed calls, which the first calls of a freshly compiled program
+need). ``--baseline DIR`` (a checkout of
 another commit) also times each scene with that checkout's ``softjax``, alternating with this
 one scene by scene, and reports the ratios: on a shared machine only ratios measured in one run
 compare.

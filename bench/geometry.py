@@ -136,7 +136,9 @@ def suite() -> list[Scene]:
     return [*scenes, recon_batch(), slivers()]
 
 
-def _useful_in(c: jax.Array, coarse: jax.Array, scene: Scene, tiles: tuple[int, int], dist_eps):
+def _useful_and_floor(
+    c: jax.Array, coarse: jax.Array, scene: Scene, tiles: tuple[int, int], dist_eps
+):
     """Useful pairs of the faces ``c`` ``[K, 3, 3]`` (NaN rows: none) with every pixel, and the
     pixels of the tiles that hold at least one of each face's useful pixels: tiles of side
     ``tiles[1]`` for the faces ``coarse`` ``[K]`` marks, else ``tiles[0]``."""
@@ -156,12 +158,13 @@ def _useful_in(c: jax.Array, coarse: jax.Array, scene: Scene, tiles: tuple[int, 
         fill_back=True,
     )
     valid = terms.valid.reshape(s, s, -1)  # [S, S, K]
-    floor = []
-    for t in tiles:
+    floor = {}
+    for t in set(tiles):
         n = -(-s // t)
         v = jnp.pad(valid, ((0, n * t - s), (0, n * t - s), (0, 0))).reshape(n, t, n, t, -1)
-        floor.append(t * t * jnp.sum(jnp.any(v, axis=(1, 3)), axis=(0, 1), dtype=jnp.int32))
-    return jnp.sum(valid, dtype=jnp.int32), jnp.sum(jnp.where(coarse, floor[1], floor[0]))
+        floor[t] = t * t * jnp.sum(jnp.any(v, axis=(1, 3)), axis=(0, 1), dtype=jnp.int32)
+    per_face = jnp.where(coarse, floor[tiles[1]], floor[tiles[0]])
+    return jnp.sum(valid, dtype=jnp.int32), jnp.sum(per_face)
 
 
 def pair_counts(scene: Scene, dist_eps: float = 1e-4, backend: str = "xla") -> dict:
@@ -205,14 +208,15 @@ def pair_counts(scene: Scene, dist_eps: float = 1e-4, backend: str = "xla") -> d
     pad = -(b * f) % chunk
     flat = jnp.pad(fv.reshape(-1, 3, 3), ((0, pad), (0, 0), (0, 0)), constant_values=np.nan)
     marks = jnp.pad(jnp.asarray(coarse), (0, pad)).reshape(-1, chunk)
-    tiles = (cfg.tile, span)
+    two = len(levels) > 1
+    tiles = (cfg.tile, span if two else cfg.tile)
     count = jax.jit(
         lambda x, m: jax.tree.map(
-            jnp.sum, jax.lax.map(lambda a: _useful_in(a[0], a[1], scene, tiles, dist_eps), (x, m))
+            jnp.sum,
+            jax.lax.map(lambda a: _useful_and_floor(a[0], a[1], scene, tiles, dist_eps), (x, m)),
         )
     )
     useful, floor = count(flat.reshape(-1, chunk, 3, 3), marks)
-    two = len(levels) > 1
     return {
         "useful": int(useful),
         "tile": cfg.tile,
