@@ -251,6 +251,56 @@ def test_grown_box_on_pixel_centres_in_float32_loses_no_pair(dist_func):
     assert want and want <= set(got)
 
 
+def _faces_grazing_pixels(rng, centres, reach, count, scale):
+    """``[1, count, 3, 3]`` float32 faces, each with an edge whose line passes ``reach(h)`` (h:
+    the face's height over that edge) beyond a pixel centre, give or take a few ulps, on the
+    side away from the face, at a random angle; edges and heights of about ``scale``."""
+    fv = np.zeros((1, count, 3, 3), np.float32)
+    fv[..., 2] = 2.0
+    for i in range(count):
+        p = np.array([rng.choice(centres[4:-4]), rng.choice(centres[4:-4])])
+        angle = rng.uniform(0, 2 * np.pi)
+        n = np.array([np.cos(angle), np.sin(angle)])  # from the pixel towards the face
+        u = np.array([-n[1], n[0]])
+        height = scale * rng.uniform(0.3, 1.0)
+        q = p + reach(height) * n * (1 + rng.integers(-4, 5) * 2.0**-22)
+        corners = [q + scale * rng.uniform(0.05, 1) * u, q - scale * rng.uniform(0.05, 1) * u]
+        corners.append(q + height * n + scale * rng.uniform(-1, 1) * u)
+        if rng.integers(2):  # either winding
+            corners = corners[::-1]
+        fv[0, i, :, :2] = np.array(corners, np.float32)
+    return fv
+
+
+@pytest.mark.parametrize("dist_func", ["euclidean", "barycentric", "hard"])
+@pytest.mark.parametrize("scale", [1e-5, 0.3, 60.0])
+def test_edge_lines_in_float32_lose_no_pair(dist_func, scale):
+    """Faces whose edge line passes the culling threshold's reach from a pixel centre, give or
+    take a few float32 ulps (the one pixel the line decides about), with tiny edges, ordinary
+    ones and corners far off screen: the binning still lists the tile of every pixel the
+    float32 pair math keeps, and the lines still cull (the margin is a fraction of a pixel)."""
+    s, tile, sigma, dist_eps, nf = 32, 2, 1e-4, 1e-4, 300
+    grow = float(np.sqrt(threshold(np.float32(sigma), np.float32(dist_eps))))
+    reach = {
+        "euclidean": lambda h: grow,
+        "barycentric": lambda h: grow * h,  # w_k = -distance / height
+        "hard": lambda h: 0.0,
+    }[dist_func]
+    centres = ((2 * np.arange(s) + 1 - s) / s).astype(np.float32)
+    fv = _faces_grazing_pixels(np.random.default_rng(11), centres, reach, nf, scale)
+    grid = binning.make_grid(s, tile, 1, nf)
+    face = face_setup(jnp.asarray(fv.reshape(-1, 3, 3)))
+    ft = binning.face_tiles(face, sigma, dist_eps, grid, None, dist_func)
+    box = binning.face_tiles(face, sigma, dist_eps, grid)
+    want = _useful_tile_pairs(fv, sigma, dist_eps, s, tile, dist_func, jnp.float32)
+    got = _binned_pairs(ft, 1 << 16, grid)
+    assert want <= set(got)
+    if scale < 0.1:  # one tile per face: nothing to cull; the grazing pixels fall either way
+        assert len(want) > nf // 4 or dist_func != "euclidean"  # the others' reach: ~0
+    else:
+        assert len(want) > nf // 4 and len(got) < 0.9 * int(box.total), (len(want), len(got))
+
+
 @pytest.mark.parametrize(
     "dist, rgb, alpha", [("euclidean", "softmax", "prod"), ("hard", "hard", "hard")]
 )
