@@ -90,6 +90,34 @@ def test_numpy_sort_search_matches_xla():
     assert np.asarray(want[0][1]).tolist() == np.searchsorted(np.sort(keys[0]), bounds).tolist()
 
 
+@pytest.mark.parametrize("in_place", [True, False])
+def test_sort_search_sorts_only_the_used_prefix(monkeypatch, in_place):
+    """``used``: the keys before it are sorted, those after (junk, no smaller) are left; under
+    jit and under vmap with a count per row, through the in-place buffer callback and through
+    ``pure_callback`` (JAX versions without one)."""
+    if not in_place:
+        monkeypatch.setattr(binning, "_buffer_callback", None)
+    rng = np.random.default_rng(6)
+    junk = 1000
+    used = np.array([0, 1, 37, 120, 200], np.int32)
+    keys = np.full((5, 200), junk, np.int32)
+    for row, u in zip(keys, used, strict=True):
+        row[:u] = rng.integers(0, junk + 1, u)  # junk may also sit in the prefix
+    bounds = jnp.asarray([0, 10, 500, 999, 1000, 1001], jnp.int32)
+    batched = jax.jit(jax.vmap(binning.sort_search, in_axes=(0, None, 0)))
+    got, pos = batched(jnp.asarray(keys), bounds, jnp.asarray(used))
+    for i, k in enumerate(keys):
+        np.testing.assert_array_equal(np.asarray(got[i]), np.sort(k))
+        np.testing.assert_array_equal(np.asarray(pos[i]), np.searchsorted(np.sort(k), bounds))
+    one, one_pos = jax.jit(binning.sort_search)(jnp.asarray(keys[2]), bounds, used[2])
+    np.testing.assert_array_equal(np.asarray(one), np.sort(keys[2]))
+    np.testing.assert_array_equal(np.asarray(one_pos), np.searchsorted(np.sort(keys[2]), bounds))
+    # the input is not changed by the in-place sort (XLA copies what it aliases when needed)
+    arg = jnp.asarray(keys[3])
+    jax.block_until_ready(jax.jit(binning.sort_search)(arg, bounds, used[3]))
+    np.testing.assert_array_equal(np.asarray(arg), keys[3])
+
+
 @pytest.mark.parametrize(
     "low, high", [(0, 1 << 16), (0, 2**31 - 1), (2**31 - 3000, 2**31 - 1), (-40, 40)]
 )

@@ -17,6 +17,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+try:  # in place on the host's buffers: no copies (JAX >= 0.7)
+    from jax.experimental.buffer_callback import buffer_callback as _buffer_callback
+except ImportError:  # pragma: no cover - depends on the JAX version
+    _buffer_callback = None
+
 from softjax.ops.pixel_face import FaceData, pixel_center_x, pixel_center_y, threshold
 
 # tile * faces_per_image + face must fit in int32 for the single-key sort
@@ -489,43 +494,86 @@ def _slot_faces(listing: tuple[jax.Array, jax.Array], first, size: int) -> jax.A
 _ENUM_CHUNK = 1 << 16
 
 
-def _numpy_sort_search(keys, bounds) -> tuple[np.ndarray, np.ndarray]:
-    # NumPy arrays: a callback may be handed jax.Arrays
-    keys, bounds = np.asarray(keys), np.asarray(bounds)
-    flat_k = keys.reshape(-1, keys.shape[-1])
-    flat_b = np.broadcast_to(bounds, keys.shape[:-1] + bounds.shape[-1:]).reshape(len(flat_k), -1)
-    out = np.sort(flat_k, axis=-1)
-    pos = np.empty(flat_b.shape, np.int32)
-    for i, (k, b) in enumerate(zip(out, flat_b, strict=True)):
-        pos[i] = np.searchsorted(k, b, side="left")
-    return out.reshape(keys.shape), pos.reshape(keys.shape[:-1] + bounds.shape[-1:])
+def _sort_rows(keys: np.ndarray, bounds: np.ndarray, used: np.ndarray, pos: np.ndarray) -> None:
+    """Sorts each row of ``keys`` ``[R, n]`` in place (only its first ``used[r]`` entries: the
+    rest are sorted already and no smaller) and writes the bounds' insertion points into
+    ``pos`` ``[R, m]``."""
+    for k, b, u, p in zip(keys, bounds, used, pos, strict=True):
+        k[: max(int(u), 0)].sort()
+        p[:] = np.searchsorted(k, b, side="left")
 
 
-def _lax_sort_search(keys: jax.Array, bounds: jax.Array) -> tuple[jax.Array, jax.Array]:
+def _numpy_sort_search(keys, bounds, used=None) -> tuple[np.ndarray, np.ndarray]:
+    """NumPy's :func:`sort_search` of arrays (batched over leading axes), for tests and for
+    JAX versions without a buffer callback."""
+    keys = np.array(keys)  # a copy, sorted in place; a callback may be handed jax.Arrays
+    bounds = np.asarray(bounds)
+    lead, n = keys.shape[:-1], keys.shape[-1]
+    used = np.full(lead, n) if used is None else np.asarray(used)
+    pos = np.empty(lead + bounds.shape[-1:], np.int32)
+    _sort_rows(
+        keys.reshape(-1, n),
+        np.broadcast_to(bounds, pos.shape).reshape(-1, pos.shape[-1]),
+        np.broadcast_to(used, lead).reshape(-1),
+        pos.reshape(-1, pos.shape[-1]),
+    )
+    return keys, pos
+
+
+def _host_sort_search(ctx, out, keys, bounds, used) -> None:
+    """:func:`sort_search` as a buffer callback: sorts the keys in the buffer it aliases."""
+    del ctx, keys  # the keys are out[0]'s buffer (input_output_aliases)
+    k, p = np.asarray(out[0]), np.asarray(out[1])
+    b, u = np.asarray(bounds), np.asarray(used)
+    rows = k.reshape(-1, k.shape[-1])
+    _sort_rows(
+        rows,
+        np.broadcast_to(b, p.shape).reshape(-1, p.shape[-1]),
+        np.broadcast_to(u, k.shape[:-1]).reshape(-1),
+        p.reshape(-1, p.shape[-1]),
+    )
+
+
+def _lax_sort_search(keys: jax.Array, bounds: jax.Array, used=None) -> tuple[jax.Array, jax.Array]:
+    del used  # the whole array is sorted
     keys = jax.lax.sort(keys)
     return keys, jnp.searchsorted(keys, bounds, side="left").astype(jnp.int32)
 
 
-def sort_search(keys: jax.Array, bounds: jax.Array) -> tuple[jax.Array, jax.Array]:
+def sort_search(keys: jax.Array, bounds: jax.Array, used=None) -> tuple[jax.Array, jax.Array]:
     """``keys`` (int32 ``[n]``) sorted, not stably (equal keys are indistinguishable), and where
     each of the ascending ``bounds`` (int32 ``[m]``) would be inserted on the left.
 
-    On the CPU this is NumPy's, through a callback: XLA's CPU sort is about 10x slower (2.9M
-    keys: 147 ms vs 11 ms on a 2-core machine) and with the binary searches it was the largest
-    fixed cost of a pass. NumPy's own sort (SIMD on x86 since NumPy 2) beat the radix and
-    blockwise counting sorts this function used before by 2.5-4x on the geometry suite's keys
-    (``docs/performance.md``). Elsewhere (GPU) it is ``lax.sort`` and ``searchsorted``, and so
-    it is when the process has several CPU devices: there the callback deadlocked a step spread
-    over two of them (``shard_map``, ``--xla_force_host_platform_device_count=2``).
+    ``used`` (int32 scalar, default ``n``): the keys from ``used`` on are sorted already and
+    none is smaller than any key before them (the junk keys of a pass's empty slots), so only
+    ``keys[:used]`` need sorting; the result is the same either way.
+
+    On the CPU this is NumPy's, through a callback that sorts the keys' buffer in place: XLA's
+    CPU sort is about 10x slower (2.9M keys: 147 ms vs 11 ms on a 2-core machine), and
+    ``jax.pure_callback`` copied its arguments to a device and back (0.16 vs 0.05 ms for the
+    20k keys of the 1,280-face sphere at 64^2). NumPy's own sort (SIMD on x86 since NumPy 2)
+    beat the radix and blockwise counting sorts this function used before by 2.5-4x on the
+    geometry suite's keys (``docs/performance.md``). Elsewhere (GPU) it is ``lax.sort`` and
+    ``searchsorted``, and so it is when the process has several CPU devices: there the callback
+    deadlocked a step spread over two of them (``shard_map``,
+    ``--xla_force_host_platform_device_count=2``).
     """
     if len(jax.local_devices(backend="cpu")) > 1:
         return _lax_sort_search(keys, bounds)
+    used = jnp.asarray(keys.shape[-1] if used is None else used, jnp.int32)
 
-    def on_cpu(k, b):
+    def on_cpu(k, b, u):
         shapes = (jax.ShapeDtypeStruct(k.shape, k.dtype), jax.ShapeDtypeStruct(b.shape, jnp.int32))
-        return jax.pure_callback(_numpy_sort_search, shapes, k, b, vmap_method="broadcast_all")
+        if _buffer_callback is None:
+            return jax.pure_callback(
+                _numpy_sort_search, shapes, k, b, u, vmap_method="broadcast_all"
+            )
+        sort = _buffer_callback(
+            _host_sort_search, shapes, vmap_method="broadcast_all", input_output_aliases={0: 0}
+        )
+        return sort(k, b, u)
 
-    return jax.lax.platform_dependent(keys, bounds, cpu=on_cpu, default=_lax_sort_search)
+    return jax.lax.platform_dependent(keys, bounds, used, cpu=on_cpu, default=_lax_sort_search)
 
 
 def bin_pass(ft: FaceTiles, pass_index, capacity: int, grid: TileGrid) -> Bins:
@@ -578,7 +626,7 @@ def bin_pass(ft: FaceTiles, pass_index, capacity: int, grid: TileGrid) -> Bins:
     tiles = jnp.arange(nt + 1, dtype=jnp.int32)
     if composite:
         bounds = jnp.arange(nt + 2, dtype=jnp.int32) * nfi  # tile t: [bounds[t], bounds[t + 1])
-        key, pos = sort_search(bufs[0], bounds)
+        key, pos = sort_search(bufs[0], bounds, pairs_here)  # junk from pairs_here on
         tile = key // nfi
         face = jnp.minimum(tile, nt - 1) // (grid.n * grid.n) * nfi + key % nfi
         start, end = pos[:-1], pos[1:]
