@@ -494,44 +494,31 @@ def _slot_faces(listing: tuple[jax.Array, jax.Array], first, size: int) -> jax.A
 _ENUM_CHUNK = 1 << 16
 
 
-def _sort_rows(keys: np.ndarray, bounds: np.ndarray, used: np.ndarray, pos: np.ndarray) -> None:
-    """Sorts each row of ``keys`` ``[R, n]`` in place (only its first ``used[r]`` entries: the
-    rest are sorted already and no smaller) and writes the bounds' insertion points into
-    ``pos`` ``[R, m]``."""
-    for k, b, u, p in zip(keys, bounds, used, pos, strict=True):
-        k[: max(int(u), 0)].sort()
-        p[:] = np.searchsorted(k, b, side="left")
+def _sort_into(keys: np.ndarray, bounds, used, pos: np.ndarray) -> None:
+    """Sorts ``keys`` ``[..., n]`` in place, each row only over its first ``used`` entries (the
+    rest are sorted already and no smaller), and writes the insertion points of ``bounds``
+    ``[..., m]`` into ``pos`` ``[..., m]``; ``bounds`` and ``used`` broadcast over the rows."""
+    lead = keys.shape[:-1]
+    bounds = np.broadcast_to(np.asarray(bounds), lead + pos.shape[-1:])
+    used = np.broadcast_to(np.asarray(used), lead)
+    for row in np.ndindex(lead):  # keys[row] is a view: sorted in place
+        keys[row][: max(int(used[row]), 0)].sort()
+        pos[row] = np.searchsorted(keys[row], bounds[row], side="left")
 
 
 def _numpy_sort_search(keys, bounds, used=None) -> tuple[np.ndarray, np.ndarray]:
     """NumPy's :func:`sort_search` of arrays (batched over leading axes), for tests and for
     JAX versions without a buffer callback."""
     keys = np.array(keys)  # a copy, sorted in place; a callback may be handed jax.Arrays
-    bounds = np.asarray(bounds)
-    lead, n = keys.shape[:-1], keys.shape[-1]
-    used = np.full(lead, n) if used is None else np.asarray(used)
-    pos = np.empty(lead + bounds.shape[-1:], np.int32)
-    _sort_rows(
-        keys.reshape(-1, n),
-        np.broadcast_to(bounds, pos.shape).reshape(-1, pos.shape[-1]),
-        np.broadcast_to(used, lead).reshape(-1),
-        pos.reshape(-1, pos.shape[-1]),
-    )
+    pos = np.empty(keys.shape[:-1] + np.shape(bounds)[-1:], np.int32)
+    _sort_into(keys, bounds, keys.shape[-1] if used is None else used, pos)
     return keys, pos
 
 
 def _host_sort_search(ctx, out, keys, bounds, used) -> None:
     """:func:`sort_search` as a buffer callback: sorts the keys in the buffer it aliases."""
     del ctx, keys  # the keys are out[0]'s buffer (input_output_aliases)
-    k, p = np.asarray(out[0]), np.asarray(out[1])
-    b, u = np.asarray(bounds), np.asarray(used)
-    rows = k.reshape(-1, k.shape[-1])
-    _sort_rows(
-        rows,
-        np.broadcast_to(b, p.shape).reshape(-1, p.shape[-1]),
-        np.broadcast_to(u, k.shape[:-1]).reshape(-1),
-        p.reshape(-1, p.shape[-1]),
-    )
+    _sort_into(np.asarray(out[0]), np.asarray(bounds), np.asarray(used), np.asarray(out[1]))
 
 
 def _lax_sort_search(keys: jax.Array, bounds: jax.Array, used=None) -> tuple[jax.Array, jax.Array]:
