@@ -2,9 +2,12 @@
 
 Each pass cuts every tile's face list into windows of ``window`` faces and runs ``group`` such
 (tile, window) items per step, so every step is full whatever the tiles' loads; the largest
-live array is ``group * tile**2 * window`` pairs. The backward takes ``jax.grad`` of the shared
-surrogate over ``group * bwd_window`` of the pass's sorted pairs at a time, whatever their tiles
-(the surrogate is a sum over pairs), so its steps are full even where the windows are not.
+live array is ``group * tile**2 * window`` pairs. The backward's gradient is a sum over
+(pixel, face) pairs, and only those the distance test keeps add to it: it tests the pixels of
+``group * bwd_window`` of the pass's sorted pairs at a time (whatever their tiles), queues the
+kept (pixel, face) pairs, and differentiates the shared surrogate over ``grad_pairs`` queued
+pairs at a time, each with its own pixel and face, so that its cost follows the useful pairs
+rather than the tiles' pixels.
 UV textures are read with a gather from the ``[B, H, W, 3]`` images; the backward scatter-adds
 the image's gradient to the texels each pair's bilinear taps read.
 ``docs/pipeline.md`` describes the flow, ``docs/gradients.md`` the backward.
@@ -28,6 +31,11 @@ from softjax.ops.pixel_face import FaceData, corners, face_color, face_setup, uv
 __all__ = ["TilingConfig", "rasterize_tiled", "setup_vjp"]
 
 _FLOAT_FIELDS = ("a", "b", "c", "x", "y", "z", "inv_z", "inv_len2")
+# (pixel, face) pairs per gradient step of the backward
+GRAD_PAIRS = 8192
+# the backward's pair test takes a distance threshold this much larger than the terms' (a
+# superset of their pairs whatever the rounding; the terms mask the extra pairs out)
+_LOOSE = 1.0 + 2.0**-8
 
 
 def _float_fields(face: FaceData) -> tuple[jax.Array, ...]:
@@ -49,22 +57,23 @@ def _gather(ctx: streamed.Context, fidx):
     return fields, ctx.face.front[safe][:, None], tex_g
 
 
-def _terms(px, py, face, scalars: Scalars, opts: StaticOptions, fidx):
-    """Masked pair terms ``[G, P, K]``; ``px``, ``py``: ``[G, P, 1]`` (a tile per item) or
-    ``[G, P, K]`` (a tile per slot)."""
+def _terms(px, py, face, scalars: Scalars, opts: StaticOptions, fid):
+    """Masked pair terms: ``px``, ``py`` and the face fields broadcast to the pairs, ``fid``
+    the pairs' face ids (negative: an empty slot) broadcasting against them."""
     terms = terms_with_options(px, py, face, opts, scalars)
-    return mask_terms(terms, (fidx >= 0)[:, None, :])
+    return mask_terms(terms, fid >= 0)
 
 
 def _channels(colors):
     return tuple(colors[..., c] for c in range(colors.shape[-1]))
 
 
-def _colors(ctx: streamed.Context, t, face: FaceData, tex_g, fidx, delta=None):
-    """3 channel arrays ``[G, P, K]``: the window's colours, and for UV textures the bilinear
-    taps (else ``None``).
+def _colors(ctx: streamed.Context, t, face: FaceData, tex_g, fid, delta=None):
+    """3 channel arrays shaped like the pairs: the colours, and for UV textures the bilinear
+    taps (else ``None``). ``fid``: the pairs' face ids, broadcasting against the pairs (``[G,
+    1, K]`` for a window, ``[M]`` for a list of pairs; negative: empty).
 
-    ``delta`` (UV only, the backward): ``[4, G, P, K, 3]`` zeros added to the texels each tap
+    ``delta`` (UV only, the backward): ``[4, *pairs, 3]`` zeros added to the texels each tap
     reads; the gradient with respect to it is the gradient with respect to those texels,
     which the backward scatter-adds into the image's gradient (differentiating with respect to
     the whole image instead would build an image-sized gradient per window).
@@ -72,10 +81,10 @@ def _colors(ctx: streamed.Context, t, face: FaceData, tex_g, fidx, delta=None):
     opts = ctx.opts
     if opts.texture_type != "uv":
         return _channels(face_color(t.w_clip, tex_g, opts.texture_type)), None
-    uvs, tint = tex_g  # [G, 1, K, 3, 2], [G, 1, K, 3]
+    uvs, tint = tex_g  # per face [..., 3, 2], [..., 3]
     height, width = ctx.tex.image.shape[1:3]
     texels = ctx.tex.image.reshape(-1, 3)  # [B H W, 3]
-    base = _image_index(ctx, fidx)[:, None, :] * height  # [G, 1, K]
+    base = _image_index(ctx, fid) * height
 
     def fetch(tap, rows, cols):
         # one flat row index: XLA's CPU gather is several times faster than with (b, i, j);
@@ -83,7 +92,7 @@ def _colors(ctx: streamed.Context, t, face: FaceData, tex_g, fidx, delta=None):
         texel = texels.at[(base + rows) * width + cols].get(mode="promise_in_bounds")
         if delta is not None:
             texel = texel + delta[tap]
-        return _channels(texel)  # 3 x [G, P, K]
+        return _channels(texel)  # 3 x pairs
 
     return uv_color(
         t.w_clip,
@@ -152,24 +161,25 @@ def _sweep(ctx: streamed.Context, bins: binning.Bins, carry, step_fn, k_size: in
 
 
 def _sweep_pairs(ctx: streamed.Context, bins: binning.Bins, carry, step_fn, k_size: int):
-    """Runs ``step_fn(carry, tiles, fidx)`` over the pairs of a binning pass in their sorted
-    order, ``G * K`` pairs per step whatever tile each belongs to: ``tiles`` and ``fidx``
-    ``[G, K]`` (-1 = empty slot, its tile the sentinel).
-
-    For the backward, whose surrogate is a sum over pairs: every step is full, where
-    :func:`_sweep`'s windows are as full as the tiles' face counts allow (often two thirds)."""
+    """Runs ``step_fn(carry, tiles, fidx, last)`` over the pairs of a binning pass in their
+    sorted order, ``G * K`` pairs per step whatever tile each belongs to: ``tiles`` and ``fidx``
+    ``[G, K]`` (-1 = empty slot, its tile the sentinel), then once more with no pairs and
+    ``last`` True (a step that flushes what the others left; one loop body, so the work it
+    does is compiled once)."""
     grid, cap, g_size = ctx.grid, ctx.capacity, ctx.cfg.group
     per_step = g_size * k_size
     slots = jnp.arange(per_step, dtype=jnp.int32).reshape(g_size, k_size)
+    steps = (bins.pairs + per_step - 1) // per_step
 
     def step(si, carry):
         slot = si * per_step + slots
         ok = slot < bins.pairs
         pos = jnp.minimum(slot, cap - 1)
         fidx = jnp.where(ok, bins.faces[pos], -1)
-        return step_fn(carry, jnp.where(ok, bins.tile[pos], grid.num_tiles), fidx)
+        tiles = jnp.where(ok, bins.tile[pos], grid.num_tiles)
+        return step_fn(carry, tiles, fidx, si == steps)
 
-    return jax.lax.fori_loop(0, (bins.pairs + per_step - 1) // per_step, step, carry)
+    return jax.lax.fori_loop(0, steps + 1, step, carry)
 
 
 def _forward_pass(ctx: streamed.Context, bins, state: aggregate.AggState) -> aggregate.AggState:
@@ -178,8 +188,8 @@ def _forward_pass(ctx: streamed.Context, bins, state: aggregate.AggState) -> agg
     def step_fn(state, tiles, px, py, fidx):
         fields, front, tex_g = _gather(ctx, fidx)
         face = FaceData(*fields, front=front)
-        t = _terms(px[..., None], py[..., None], face, ctx.scalars, opts, fidx)
-        colors, _ = _colors(ctx, t, face, tex_g, fidx)  # 3 x [G, P, K]
+        t = _terms(px[..., None], py[..., None], face, ctx.scalars, opts, fidx[:, None, :])
+        colors, _ = _colors(ctx, t, face, tex_g, fidx[:, None, :])  # 3 x [G, P, K]
         part = aggregate.window_state(t, colors, fidx[:, None, :], opts)
         # a tile may own several items of the step (padding items: the sentinel row)
         return aggregate.fold_rows(state, tiles, part, opts)
@@ -214,73 +224,117 @@ def _backward_init(ctx: streamed.Context):
 
 
 def _pixel_table(ctx: streamed.Context, consts: aggregate.BackwardConsts):
-    """What a pair reads of its pixel, per tile: ``[NT + 1, P, C]`` float (centre x, centre y,
-    the float constants), and a function from the rows gathered for ``[G, K]`` slots to
-    ``(px, py, consts)`` laid out ``[G, P, K]``. One gather per step fetches all of it."""
+    """What a pair reads of its pixel: a function from flat pixel ids (``tile * P + i``, any
+    shape) to ``(px, py, consts)`` of that shape. The float values (centre x, centre y, the
+    float constants) sit side by side in one ``[(NT + 1) P, C]`` table: one gather per step."""
     nt = ctx.grid.num_tiles
     xs, ys = binning.tile_pixel_coords(jnp.arange(nt + 1), ctx.grid, ctx.fv.dtype)
     leaves, treedef = jax.tree.flatten(consts)
     is_float = [jnp.issubdtype(v.dtype, jnp.floating) for v in leaves]
-    table = jnp.stack([xs, ys] + [v for v, f in zip(leaves, is_float, strict=True) if f], -1)
+    cols = [xs, ys] + [v for v, f in zip(leaves, is_float, strict=True) if f]
+    table = jnp.stack([v.reshape(-1) for v in cols], -1)
 
-    def unpack(tiles):
-        cols = jnp.transpose(table[tiles], (3, 0, 2, 1))  # [C, G, P, K]
-        px, py, rest = cols[0], cols[1], iter(cols[2:])
+    def unpack(pix):
+        rows = table[pix]
+        px, py, rest = rows[..., 0], rows[..., 1], (rows[..., i] for i in range(2, len(cols)))
         out = [
-            next(rest) if f else v[tiles].swapaxes(1, 2)
-            for v, f in zip(leaves, is_float, strict=True)
+            next(rest) if f else v.reshape(-1)[pix] for v, f in zip(leaves, is_float, strict=True)
         ]
         return px, py, jax.tree.unflatten(treedef, out)
 
     return unpack
 
 
+def _kept_pairs(ctx: streamed.Context, tiles, fidx):
+    """``[G, P, K]`` bool: which pixels of the slots ``(tiles, fidx)`` (``[G, K]``, -1 = empty)
+    the backward evaluates. A superset of the pairs the terms keep (every pair that adds to
+    the surrogate): the same test with a distance threshold ``_LOOSE`` times larger, so that
+    the rounding of another fusion cannot drop a pair; ``'hard'`` faces are tested with the
+    euclidean distance (a closed triangle is within any positive threshold of itself)."""
+    safe = jnp.maximum(fidx, 0)
+    face = FaceData(*(f[safe][:, None] for f in ctx.extra), front=ctx.face.front[safe][:, None])
+    xs, ys = binning.tile_pixel_coords(tiles, ctx.grid, ctx.fv.dtype)  # [G, K, P]
+    dist = "barycentric" if ctx.opts.dist_func == "barycentric" else "euclidean"
+    loose = ctx.scalars._replace(sigma_val=ctx.scalars.sigma_val * _LOOSE)
+    t = terms_with_options(
+        xs.swapaxes(1, 2), ys.swapaxes(1, 2), face, ctx.opts._replace(dist_func=dist), loose
+    )
+    return t.valid & (fidx >= 0)[:, None, :]
+
+
+def _push(queue, fill, kept, tiles, fidx):
+    """Appends the ``(pixel id, face id)`` of the ``kept`` pairs (``[G, P, K]``) to ``queue``
+    (``[Q, 2]`` int32, ``fill`` entries used); returns the queue and its new fill."""
+    p = kept.shape[1]
+    pix = tiles[:, None, :] * p + jnp.arange(p, dtype=jnp.int32)[None, :, None]
+    face = jnp.broadcast_to(fidx[:, None, :], kept.shape)
+    flat = kept.reshape(-1)
+    at = fill + jnp.cumsum(flat.astype(jnp.int32)) - 1
+    dst = jnp.where(flat, at, queue.shape[0])  # out of range: dropped
+    entries = jnp.stack([pix.reshape(-1), face.reshape(-1)], -1)
+    return queue.at[dst].set(entries, mode="drop"), at[-1] + 1
+
+
 def _backward_pass(ctx: streamed.Context, consts: aggregate.BackwardConsts, bins, acc):
     opts, scalars = ctx.opts, ctx.scalars
     unpack = _pixel_table(ctx, consts)
+    uv = isinstance(ctx.tex, UVTexture)
+    size = GRAD_PAIRS
 
-    def surrogate(leaves, front_g, c, px, py, fidx):
+    def surrogate(leaves, front, c, px, py, fid):
         face_leaves, tex_g, scal, delta = leaves
-        face_g = FaceData(*face_leaves, front=front_g)
+        face = FaceData(*face_leaves, front=front)
         s2 = scalars._replace(sigma_val=scal[0], gamma_val=scal[1], near=scal[2], far=scal[3])
-        t = _terms(px, py, face_g, s2, opts, fidx)
-        colors, taps = _colors(ctx, t, face_g, tex_g, fidx, delta)
-        total = aggregate.surrogate_total(t, colors, c, fidx[:, None, :], opts)
+        t = _terms(px, py, face, s2, opts, fid)
+        colors, taps = _colors(ctx, t, face, tex_g, fid, delta)
+        total = aggregate.surrogate_total(t, colors, c, fid, opts)
         return total, None if taps is None else (taps.rows, taps.cols)
 
     grad_fn = jax.grad(surrogate, has_aux=True)
-    uv = isinstance(ctx.tex, UVTexture)
 
-    def step_fn(acc, tiles, fidx):
-        fields, front, tex_g = _gather(ctx, fidx)
-        px, py, c = unpack(tiles)  # [G, P, K]
-        delta = None
-        if uv:  # the texels the taps read (zeros): see _colors
-            delta = jnp.zeros((4,) + px.shape + (3,), ctx.fv.dtype)
-        g, k = fidx.shape
-        p = px.shape[1]
-        # Differentiating w.r.t. per-pixel copies and summing once afterwards is cheaper
-        # than letting the gradient reduce each field over pixels separately.
-        wide = jax.tree.map(lambda v: jnp.broadcast_to(v, (g, p) + v.shape[2:]), (fields, tex_g))
-        leaves = (wide[0], wide[1], _diff_scalars(scalars), delta)
-        gl, taps = grad_fn(leaves, front, c, px, py, fidx)
-        per_face = jax.tree.leaves((gl[0], gl[1]))  # each [G, P, K, ...]
-        face_rows = jnp.sum(
-            jnp.concatenate([d.reshape(g, p, k, -1) for d in per_face], -1), axis=1
-        )  # [G, K, C]
-        dst = jnp.where(fidx >= 0, fidx, ctx.grid.num_faces)
-        g_face = acc[0].at[dst].add(face_rows)
+    def grad_step(acc, entries, count):
+        """Adds the gradients of the first ``count`` pairs of ``entries`` ([size, 2])."""
+        ok = jnp.arange(size) < count
+        pix = jnp.where(ok, entries[:, 0], 0)
+        fid = jnp.where(ok, entries[:, 1], -1)
+        safe = jnp.maximum(fid, 0)
+        fields = tuple(f[safe] for f in ctx.extra)  # each [size, 3]
+        tex_g = jax.tree.map(lambda t: t[safe], _tex_per_face(ctx.tex))
+        px, py, c = unpack(pix)  # [size]
+        delta = jnp.zeros((4, size, 3), ctx.fv.dtype) if uv else None
+        leaves = (fields, tex_g, _diff_scalars(scalars), delta)
+        gl, taps = grad_fn(leaves, ctx.face.front[safe], c, px, py, fid)
+        per_face = jax.tree.leaves((gl[0], gl[1]))  # each [size, ...]
+        face_rows = jnp.concatenate([d.reshape(size, -1) for d in per_face], -1)
+        g_face = acc[0].at[jnp.where(ok, fid, ctx.grid.num_faces)].add(face_rows)
         g_sc = tuple(a + d for a, d in zip(acc[1], gl[2], strict=True))
         g_image = acc[2]
         if uv:  # empty slots have a zero cotangent: adding it to image 0 changes nothing
-            rows, cols = (jnp.stack(x) for x in taps)  # [4, G, P, K]
+            rows, cols = (jnp.stack(x) for x in taps)  # [4, size]
             height, width = ctx.tex.image.shape[1:3]
-            base = _image_index(ctx, fidx)[None, :, None, :] * height  # [1, G, 1, K]
-            flat = (base + rows) * width + cols  # as _colors reads them
+            flat = (_image_index(ctx, fid) * height + rows) * width + cols  # as _colors reads
             g_image = g_image.at[flat].add(gl[3], mode="promise_in_bounds")
         return g_face, g_sc, g_image
 
-    return _sweep_pairs(ctx, bins, acc, step_fn, ctx.cfg.bwd_window)
+    def drain(carry):
+        acc, queue, fill, last = carry
+        acc = grad_step(acc, queue[:size], jnp.minimum(fill, size))
+        queue = jnp.concatenate([queue[size:], jnp.zeros_like(queue[:size])])
+        return acc, queue, jnp.maximum(fill - size, 0), last
+
+    def step_fn(carry, tiles, fidx, last):
+        acc, queue, fill = carry
+        queue, fill = _push(queue, fill, _kept_pairs(ctx, tiles, fidx), tiles, fidx)
+        # a full step's worth whenever queued; what is left, after the last step
+        acc, queue, fill, _ = jax.lax.while_loop(
+            lambda c: (c[2] >= size) | (c[3] & (c[2] > 0)), drain, (acc, queue, fill, last)
+        )
+        return acc, queue, fill
+
+    per_step = ctx.cfg.group * ctx.cfg.bwd_window * ctx.grid.tile_pixels
+    queue = jnp.zeros((size + per_step, 2), jnp.int32)
+    carry = (acc, queue, jnp.zeros((), jnp.int32))
+    return _sweep_pairs(ctx, bins, carry, step_fn, ctx.cfg.bwd_window)[0]
 
 
 def _backward_result(ctx: streamed.Context, acc):
