@@ -18,9 +18,10 @@ ALPHA = ("hard", "sum", "prod")
 TEX = ("surface", "vertex")
 MODES = list(itertools.product(DIST, RGB, ALPHA, TEX))
 
-# Small tiling that forces several binning passes, several tile groups (with padding) and
-# several face windows per tile on the tiny test images.
-SMALL_TILING = sj.TilingConfig(tile=4, group=3, window=3, capacity=37)
+# Small tiling that forces several binning passes, several tile groups (with padding),
+# several face windows per tile and several gradient steps (the last one part full) on the
+# tiny test images.
+SMALL_TILING = sj.TilingConfig(tile=4, group=3, window=3, capacity=37, grad_pairs=5)
 
 
 def random_scene(seed: int, batch: int = 2, faces: int = 12, res: int = 2):

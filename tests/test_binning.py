@@ -431,3 +431,50 @@ def test_float_divmod_is_exact():
 def test_running_matches_numpy(op, want):
     x = np.random.default_rng(9).integers(-50, 50, 1001).astype(np.int32)
     np.testing.assert_array_equal(np.asarray(jax.jit(lambda v: binning.running(op, v))(x)), want(x))
+
+
+@pytest.mark.parametrize("dist_func", ["euclidean", "barycentric", "hard"])
+def test_backward_pair_test_keeps_every_pair_the_terms_keep(dist_func):
+    """The XLA backward differentiates only the (pixel, face) pairs its pixel test keeps: on
+    faces grazing pixel centres within a few float32 ulps of the threshold, every pair whose
+    float32 terms are valid must be kept (a dropped one would lose its share of the
+    gradient), and the test must still drop most of the tiles' other pixels."""
+    from softjax.ops import streamed, xla_tiled
+    from softjax.ops.options import Scalars, StaticOptions
+    from softjax.ops.pixel_face import pair_terms
+
+    s, sigma, dist_eps, nf = 32, 1e-4, 1e-4, 300
+    grow = float(np.sqrt(threshold(np.float32(sigma), np.float32(dist_eps))))
+    reach = {"euclidean": lambda h: grow, "barycentric": lambda h: grow * h}.get(
+        dist_func, lambda h: 0.0
+    )
+    centres = ((2 * np.arange(s) + 1 - s) / s).astype(np.float32)
+    fv = jnp.asarray(_faces_grazing_pixels(np.random.default_rng(12), centres, reach, nf, 0.3))
+    tex = jnp.ones((1, nf, 1, 3), jnp.float32)
+    opts = StaticOptions(s, (0.0, 0.0, 0.0), dist_func, "softmax", "prod", "surface")
+    scalars = Scalars(*(jnp.float32(v) for v in (sigma, 1e-4, 1.0, 100.0, 1e-3, dist_eps, 1.0)))
+    cfg = sj.TilingConfig(tile=2, coarse_tile=2)  # one level of tiles
+    (ctx,) = streamed.prepare(xla_tiled.PASSES, fv, tex, scalars, opts, cfg, None)
+    nt = ctx.grid.num_tiles
+    tiles = jnp.broadcast_to(jnp.arange(nt, dtype=jnp.int32)[:, None], (nt, nf))
+    fidx = jnp.broadcast_to(jnp.arange(nf, dtype=jnp.int32)[None, :], (nt, nf))
+    kept = np.asarray(jax.jit(lambda t, f: xla_tiled._kept_pairs(ctx, t, f))(tiles, fidx))
+
+    xs, ys = binning.tile_pixel_coords(jnp.arange(nt), ctx.grid, jnp.float32)  # [NT, P]
+    terms = pair_terms(
+        xs[..., None],
+        ys[..., None],
+        jax.tree.map(lambda v: v[None, None], face_setup(fv[0])),
+        dist_func=dist_func,
+        sigma_val=sigma,
+        dist_eps=dist_eps,
+        gamma_val=1e-4,
+        near=1.0,
+        far=100.0,
+        fill_back=True,
+    )
+    valid = np.asarray(terms.valid)  # [NT, P, F]
+    assert valid.sum() > nf // 2
+    assert np.all(kept[valid]), int((valid & ~kept).sum())
+    # tight: the loose threshold adds few pairs; the tiles' other pixels are dropped
+    assert kept.sum() <= 1.05 * valid.sum() + 8, (int(kept.sum()), int(valid.sum()))

@@ -52,6 +52,9 @@ class TilingConfig(NamedTuple):
         forward and the backward kernel.
       interpret: Pallas only; ``True`` runs the kernels in the Pallas interpreter (any
         platform, slow), ``None`` exactly when the default backend is not a GPU.
+      grad_pairs: XLA only, (pixel, face) pairs per gradient step of the backward (those the
+        distance test keeps, from any tiles); default 8192: fewer pay a step's fixed cost more
+        often (2,048 ran 1.3-1.6x slower), more leave a larger last step half empty.
       coarse_tile: XLA only: faces whose grown box covers more than ``COARSE_FACE_PIXELS``
         pixels are binned on tiles of this side instead (a second level of tiles) when they
         list a quarter of the box pairs (:func:`coarse_faces`); a multiple of ``tile``, at most
@@ -69,6 +72,7 @@ class TilingConfig(NamedTuple):
     num_stages: int = 1
     interpret: bool | None = None
     coarse_tile: int = 0
+    grad_pairs: int = 0
 
 
 class _BackendDefaults(NamedTuple):
@@ -77,14 +81,15 @@ class _BackendDefaults(NamedTuple):
     pairs_per_face: int  # of the default capacity
     pairs_per_tile: int
     coarse_tile: int  # 0: one level of tiles
+    grad_pairs: int  # 0: unused
 
 
 # The Pallas capacity is more generous: a GPU pays more for a second pass (another sort and
 # launch) than for idle slots. E.g. 1024^2 x 38,720 faces at sigma 1e-5 with 8-pixel tiles
 # makes ~443k pairs (Pallas default: 518k); 256 x 64^2 x 1,280 faces ~1.07M (default: 3.4M).
 _DEFAULTS = {
-    "xla": _BackendDefaults(0, 0, 8, 4, 8),
-    "pallas": _BackendDefaults(8, 8, 10, 8, 0),
+    "xla": _BackendDefaults(0, 0, 8, 4, 8, 8192),
+    "pallas": _BackendDefaults(8, 8, 10, 8, 0, 0),
 }
 # A face whose grown box covers more pixels than this goes to the coarse tiles: a long thin
 # face lists hundreds of 2-pixel tiles (the passes enumerate its whole box), a few dozen
@@ -129,7 +134,8 @@ def resolve_tiling(
       faces_per_image: F.
 
     Returns:
-      ``cfg`` with ``tile``, ``window`` (at least 1), ``bwd_window`` and ``coarse_tile`` set.
+      ``cfg`` with ``tile``, ``window`` (at least 1), ``bwd_window``, ``coarse_tile`` and
+      ``grad_pairs`` (at least 1) set.
 
     Raises:
       ValueError: ``coarse_tile`` is larger than ``tile`` but not a multiple of it.
@@ -147,6 +153,7 @@ def resolve_tiling(
         window=window,
         bwd_window=cfg.bwd_window or d.bwd_window or window,
         coarse_tile=coarse,
+        grad_pairs=max(cfg.grad_pairs or d.grad_pairs, 1),
     )
 
 

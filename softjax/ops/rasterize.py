@@ -96,9 +96,10 @@ def soft_rasterize(
         interpreter, exact but very slow: meant for testing). ``'reference'``: dense,
         ``O(B S^2 F)`` memory, for testing.
       tiling: performance knobs of the tiled backends (:class:`softjax.TilingConfig`: tile,
-        windows, pair capacity; the XLA path's tile group; the Pallas kernels' warps and
-        ``interpret`` to force or forbid the interpreter); ``None`` or 0 fields: the running
-        backend's defaults. Results do not depend on them (``docs/pipeline.md``).
+        windows, pair capacity; the XLA path's tile group and gradient step; the Pallas
+        kernels' warps and ``interpret`` to force or forbid the interpreter); ``None`` or 0
+        fields: the running backend's defaults. Results do not depend on them
+        (``docs/pipeline.md``).
       pallas_config: the same type (``softjax.PallasConfig`` is ``softjax.TilingConfig``), for
         the Pallas kernels only; when given, the kernels use it instead of ``tiling``.
 

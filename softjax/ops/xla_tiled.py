@@ -31,11 +31,10 @@ from softjax.ops.pixel_face import FaceData, corners, face_color, face_setup, uv
 __all__ = ["TilingConfig", "rasterize_tiled", "setup_vjp"]
 
 _FLOAT_FIELDS = ("a", "b", "c", "x", "y", "z", "inv_z", "inv_len2")
-# (pixel, face) pairs per gradient step of the backward
-GRAD_PAIRS = 8192
 # the backward's pair test takes a distance threshold this much larger than the terms' (a
 # superset of their pairs whatever the rounding; the terms mask the extra pairs out)
 _LOOSE = 1.0 + 2.0**-8
+_HARD_REACH = 2.0**-13
 
 
 def _float_fields(face: FaceData) -> tuple[jax.Array, ...]:
@@ -249,15 +248,19 @@ def _kept_pairs(ctx: streamed.Context, tiles, fidx):
     """``[G, P, K]`` bool: which pixels of the slots ``(tiles, fidx)`` (``[G, K]``, -1 = empty)
     the backward evaluates. A superset of the pairs the terms keep (every pair that adds to
     the surrogate): the same test with a distance threshold ``_LOOSE`` times larger, so that
-    the rounding of another fusion cannot drop a pair; ``'hard'`` faces are tested with the
-    euclidean distance (a closed triangle is within any positive threshold of itself)."""
+    the rounding of another fusion cannot drop a pair; ``'hard'`` faces (the closed triangle)
+    are tested as barycentric ones within ``_HARD_REACH`` of it in weight."""
     safe = jnp.maximum(fidx, 0)
     face = FaceData(*(f[safe][:, None] for f in ctx.extra), front=ctx.face.front[safe][:, None])
     xs, ys = binning.tile_pixel_coords(tiles, ctx.grid, ctx.fv.dtype)  # [G, K, P]
-    dist = "barycentric" if ctx.opts.dist_func == "barycentric" else "euclidean"
-    loose = ctx.scalars._replace(sigma_val=ctx.scalars.sigma_val * _LOOSE)
+    sc = ctx.scalars
+    if ctx.opts.dist_func == "hard":  # threshold() = sigma * log(1 / dist_eps - 1)
+        sigma = _HARD_REACH**2 / jnp.log(1.0 / sc.dist_eps - 1.0)
+        opts = ctx.opts._replace(dist_func="barycentric")
+    else:
+        sigma, opts = sc.sigma_val * _LOOSE, ctx.opts
     t = terms_with_options(
-        xs.swapaxes(1, 2), ys.swapaxes(1, 2), face, ctx.opts._replace(dist_func=dist), loose
+        xs.swapaxes(1, 2), ys.swapaxes(1, 2), face, opts, sc._replace(sigma_val=sigma)
     )
     return t.valid & (fidx >= 0)[:, None, :]
 
@@ -279,7 +282,7 @@ def _backward_pass(ctx: streamed.Context, consts: aggregate.BackwardConsts, bins
     opts, scalars = ctx.opts, ctx.scalars
     unpack = _pixel_table(ctx, consts)
     uv = isinstance(ctx.tex, UVTexture)
-    size = GRAD_PAIRS
+    size = ctx.cfg.grad_pairs
 
     def surrogate(leaves, front, c, px, py, fid):
         face_leaves, tex_g, scal, delta = leaves
