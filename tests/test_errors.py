@@ -67,3 +67,25 @@ def test_bad_input(fv, tex, kw, match):
 def test_pallas_config_must_use_powers_of_two():
     with pytest.raises(ValueError, match="powers of two"):
         sj.soft_rasterize(FV, TEX, backend="pallas", pallas_config=sj.PallasConfig(window=12))
+
+
+def test_xla_backward_rejects_pair_entries_past_int32():
+    """The XLA backward queues (pair, pixel) entries as ``slot * tile**2 + pixel`` in int32:
+    a capacity and tile past that range are refused by name when the gradient is traced (no
+    overflowed index reaches a gather)."""
+    import jax
+    import jax.numpy as jnp
+
+    fv = jnp.asarray(
+        np.tile([[[-0.5, -0.5, 2.0], [0.5, -0.5, 2.0], [0.0, 0.5, 2.0]]], (1, 1, 1, 1))
+    )
+    tex = jnp.ones((1, 1, 1, 3))
+    cfg = sj.TilingConfig(tile=16, capacity=2**23)  # 2**23 * 256 = 2**31
+
+    def loss(v):
+        return sj.soft_rasterize(v, tex, image_size=16, backend="xla", tiling=cfg).sum()
+
+    with pytest.raises(ValueError, match=r"capacity \* tile\*\*2 must be below 2\*\*31"):
+        jax.jit(jax.grad(loss)).lower(fv)
+    ok = sj.TilingConfig(tile=16, capacity=2**22)
+    jax.jit(jax.grad(lambda v: sj.soft_rasterize(v, tex, image_size=16, tiling=ok).sum())).lower(fv)

@@ -35,6 +35,8 @@ _FLOAT_FIELDS = ("a", "b", "c", "x", "y", "z", "inv_z", "inv_len2")
 # superset of their pairs whatever the rounding; the terms mask the extra pairs out)
 _LOOSE = 1.0 + 2.0**-8
 _HARD_REACH = 2.0**-13
+# the backward's rounds test about this many gradient steps' worth of pixels
+_ROUND_STEPS = 4
 
 
 def _float_fields(face: FaceData) -> tuple[jax.Array, ...]:
@@ -159,26 +161,16 @@ def _sweep(ctx: streamed.Context, bins: binning.Bins, carry, step_fn, k_size: in
     return jax.lax.fori_loop(0, (items.count + g_size - 1) // g_size, step, carry)
 
 
-def _sweep_pairs(ctx: streamed.Context, bins: binning.Bins, carry, step_fn, k_size: int):
-    """Runs ``step_fn(carry, tiles, fidx, last)`` over the pairs of a binning pass in their
-    sorted order, ``G * K`` pairs per step whatever tile each belongs to: ``tiles`` and ``fidx``
-    ``[G, K]`` (-1 = empty slot, its tile the sentinel), then once more with no pairs and
-    ``last`` True (a step that flushes what the others left; one loop body, so the work it
-    does is compiled once)."""
-    grid, cap, g_size = ctx.grid, ctx.capacity, ctx.cfg.group
+def _pair_slots(ctx: streamed.Context, bins: binning.Bins, si, k_size: int):
+    """Step ``si`` of the pass's pairs in their sorted order, ``G * K`` pairs per step whatever
+    tile each belongs to: ``(tiles, fidx)``, each ``[G, K]`` (-1 = empty slot, its tile the
+    sentinel)."""
+    g_size = ctx.cfg.group
     per_step = g_size * k_size
-    slots = jnp.arange(per_step, dtype=jnp.int32).reshape(g_size, k_size)
-    steps = (bins.pairs + per_step - 1) // per_step
-
-    def step(si, carry):
-        slot = si * per_step + slots
-        ok = slot < bins.pairs
-        pos = jnp.minimum(slot, cap - 1)
-        fidx = jnp.where(ok, bins.faces[pos], -1)
-        tiles = jnp.where(ok, bins.tile[pos], grid.num_tiles)
-        return step_fn(carry, tiles, fidx, si == steps)
-
-    return jax.lax.fori_loop(0, steps + 1, step, carry)
+    slot = si * per_step + jnp.arange(per_step, dtype=jnp.int32).reshape(g_size, k_size)
+    ok = slot < bins.pairs
+    pos = jnp.minimum(slot, ctx.capacity - 1)
+    return jnp.where(ok, bins.tile[pos], ctx.grid.num_tiles), jnp.where(ok, bins.faces[pos], -1)
 
 
 def _forward_pass(ctx: streamed.Context, bins, state: aggregate.AggState) -> aggregate.AggState:
@@ -265,17 +257,17 @@ def _kept_pairs(ctx: streamed.Context, tiles, fidx):
     return t.valid & (fidx >= 0)[:, None, :]
 
 
-def _push(queue, fill, kept, tiles, fidx):
-    """Appends the ``(pixel id, face id)`` of the ``kept`` pairs (``[G, P, K]``) to ``queue``
-    (``[Q, 2]`` int32, ``fill`` entries used); returns the queue and its new fill."""
-    p = kept.shape[1]
-    pix = tiles[:, None, :] * p + jnp.arange(p, dtype=jnp.int32)[None, :, None]
-    face = jnp.broadcast_to(fidx[:, None, :], kept.shape)
+def _push(queue, fill, kept, si):
+    """Appends the kept pairs of step ``si`` (``kept``: ``[G, P, K]``) to ``queue`` (``[Q]``
+    int32, ``fill`` entries used), each as ``slot * P + pixel`` (slot: the pair's position in
+    the pass, pixel: its index in the tile); returns the queue and its new fill."""
+    g, p, k = kept.shape
+    slot = si * (g * k) + jnp.arange(g * k, dtype=jnp.int32).reshape(g, 1, k)
+    entry = slot * p + jnp.arange(p, dtype=jnp.int32)[None, :, None]
     flat = kept.reshape(-1)
     at = fill + jnp.cumsum(flat.astype(jnp.int32)) - 1
     dst = jnp.where(flat, at, queue.shape[0])  # out of range: dropped
-    entries = jnp.stack([pix.reshape(-1), face.reshape(-1)], -1)
-    return queue.at[dst].set(entries, mode="drop"), at[-1] + 1
+    return queue.at[dst].set(entry.reshape(-1), mode="drop"), at[-1] + 1
 
 
 def _backward_pass(ctx: streamed.Context, consts: aggregate.BackwardConsts, bins, acc):
@@ -295,11 +287,19 @@ def _backward_pass(ctx: streamed.Context, consts: aggregate.BackwardConsts, bins
 
     grad_fn = jax.grad(surrogate, has_aux=True)
 
+    p = ctx.grid.tile_pixels
+    if ctx.capacity * p >= 2**31:
+        raise ValueError(
+            "the XLA path's backward numbers (pair, pixel) entries in int32: TilingConfig "
+            f"capacity * tile**2 must be below 2**31, got {ctx.capacity} * {p}"
+        )
+
     def grad_step(acc, entries, count):
-        """Adds the gradients of the first ``count`` pairs of ``entries`` ([size, 2])."""
+        """Adds the gradients of the first ``count`` pairs of ``entries`` ([size])."""
         ok = jnp.arange(size) < count
-        pix = jnp.where(ok, entries[:, 0], 0)
-        fid = jnp.where(ok, entries[:, 1], -1)
+        pos = jnp.where(ok, entries // p, 0)
+        fid = jnp.where(ok, bins.faces[pos], -1)
+        pix = jnp.where(ok, bins.tile[pos] * p + entries % p, 0)
         safe = jnp.maximum(fid, 0)
         fields = tuple(f[safe] for f in ctx.extra)  # each [size, 3]
         tex_g = jax.tree.map(lambda t: t[safe], _tex_per_face(ctx.tex))
@@ -319,25 +319,42 @@ def _backward_pass(ctx: streamed.Context, consts: aggregate.BackwardConsts, bins
             g_image = g_image.at[flat].add(gl[3], mode="promise_in_bounds")
         return g_face, g_sc, g_image
 
-    def drain(carry):
-        acc, queue, fill, last = carry
-        acc = grad_step(acc, queue[:size], jnp.minimum(fill, size))
-        queue = jnp.concatenate([queue[size:], jnp.zeros_like(queue[:size])])
-        return acc, queue, jnp.maximum(fill - size, 0), last
+    k_size = ctx.cfg.bwd_window
+    per_step = ctx.cfg.group * k_size * p  # pixels tested per step
+    # pair-test steps per round, then the round's full gradient steps: rounds keep the calls
+    # of a vmap in step (a queue drained whenever any call had a full step queued ran every
+    # call's gradient step at each call's own times)
+    rounds_steps = max(1, (_ROUND_STEPS * size) // per_step)
+    steps = (bins.pairs + ctx.cfg.group * k_size - 1) // (ctx.cfg.group * k_size)
+    rounds = (steps + rounds_steps - 1) // rounds_steps
 
-    def step_fn(carry, tiles, fidx, last):
+    def test_step(si, carry):
+        queue, fill = carry
+        tiles, fidx = _pair_slots(ctx, bins, si, k_size)
+        return _push(queue, fill, _kept_pairs(ctx, tiles, fidx), si)
+
+    def round_(ri, carry):
         acc, queue, fill = carry
-        queue, fill = _push(queue, fill, _kept_pairs(ctx, tiles, fidx), tiles, fidx)
-        # a full step's worth whenever queued; what is left, after the last step
-        acc, queue, fill, _ = jax.lax.while_loop(
-            lambda c: (c[2] >= size) | (c[3] & (c[2] > 0)), drain, (acc, queue, fill, last)
+        first = ri * rounds_steps
+        queue, fill = jax.lax.fori_loop(
+            first, jnp.minimum(first + rounds_steps, steps), test_step, (queue, fill)
         )
-        return acc, queue, fill
+        # full steps; after the last round, what is left too
+        done = jnp.where(ri == rounds - 1, (fill + size - 1) // size, fill // size)
 
-    per_step = ctx.cfg.group * ctx.cfg.bwd_window * ctx.grid.tile_pixels
-    queue = jnp.zeros((size + per_step, 2), jnp.int32)
+        def grad_at(j, acc):
+            entries = jax.lax.dynamic_slice_in_dim(queue, j * size, size)
+            return grad_step(acc, entries, jnp.minimum(fill - j * size, size))
+
+        acc = jax.lax.fori_loop(0, done, grad_at, acc)
+        rest = jax.lax.dynamic_slice_in_dim(
+            jnp.concatenate([queue, jnp.zeros_like(queue)]), done * size, queue.shape[0]
+        )
+        return acc, rest, jnp.maximum(fill - done * size, 0)
+
+    queue = jnp.zeros((size * (rounds_steps * per_step // size + 2),), jnp.int32)
     carry = (acc, queue, jnp.zeros((), jnp.int32))
-    return _sweep_pairs(ctx, bins, carry, step_fn, ctx.cfg.bwd_window)[0]
+    return jax.lax.fori_loop(0, rounds, round_, carry)[0]
 
 
 def _backward_result(ctx: streamed.Context, acc):
