@@ -177,20 +177,13 @@ def test_fallback_sort_gives_same_image(monkeypatch):
     np.testing.assert_allclose(a, b, atol=1e-6)
 
 
-def _useful_tile_pairs(fv, sigma, dist_eps, s, tile, dist_func, dtype=jnp.float64):
-    """(tile, face) pairs with at least one pixel whose pair terms are valid (in ``dtype``)."""
-    from softjax.ops.pixel_face import pair_terms, pixel_centers
+def _valid_pairs(px, py, face, dist_func, sigma, dist_eps) -> np.ndarray:
+    """Whether the pair terms of pixels ``(px, py)`` with ``face`` are valid (broadcasting)."""
+    from softjax.ops.pixel_face import pair_terms
 
-    n = -(-s // tile)
-    xs, ys = (np.asarray(c).reshape(-1) for c in pixel_centers(s, dtype))
-    rows, cols = np.divmod(np.arange(s * s), s)
-    tiles = (rows // tile) * n + cols // tile
-    pairs = set()
-    bsz, nf = fv.shape[:2]
-    face = face_setup(jnp.asarray(fv.reshape(-1, 3, 3), dtype))
     terms = pair_terms(
-        jnp.asarray(xs)[:, None],
-        jnp.asarray(ys)[:, None],
+        px,
+        py,
         face,
         dist_func=dist_func,
         sigma_val=sigma,
@@ -200,7 +193,22 @@ def _useful_tile_pairs(fv, sigma, dist_eps, s, tile, dist_func, dtype=jnp.float6
         far=100.0,
         fill_back=True,
     )
-    valid = np.asarray(terms.valid)  # [S*S, B*F]
+    return np.asarray(terms.valid)
+
+
+def _useful_tile_pairs(fv, sigma, dist_eps, s, tile, dist_func, dtype=jnp.float64):
+    """(tile, face) pairs with at least one pixel whose pair terms are valid (in ``dtype``)."""
+    from softjax.ops.pixel_face import pixel_centers
+
+    n = -(-s // tile)
+    xs, ys = (np.asarray(c).reshape(-1) for c in pixel_centers(s, dtype))
+    rows, cols = np.divmod(np.arange(s * s), s)
+    tiles = (rows // tile) * n + cols // tile
+    pairs = set()
+    bsz, nf = fv.shape[:2]
+    face = face_setup(jnp.asarray(fv.reshape(-1, 3, 3), dtype))
+    px, py = jnp.asarray(xs)[:, None], jnp.asarray(ys)[:, None]
+    valid = _valid_pairs(px, py, face, dist_func, sigma, dist_eps)  # [S*S, B*F]
     for p, f in zip(*np.nonzero(valid), strict=True):
         pairs.add((int(f // nf) * n * n + int(tiles[p]), int(f)))
     return pairs
@@ -441,7 +449,6 @@ def test_backward_pair_test_keeps_every_pair_the_terms_keep(dist_func):
     gradient), and the test must still drop most of the tiles' other pixels."""
     from softjax.ops import streamed, xla_tiled
     from softjax.ops.options import Scalars, StaticOptions
-    from softjax.ops.pixel_face import pair_terms
 
     s, sigma, dist_eps, nf = 32, 1e-4, 1e-4, 300
     grow = float(np.sqrt(threshold(np.float32(sigma), np.float32(dist_eps))))
@@ -461,19 +468,10 @@ def test_backward_pair_test_keeps_every_pair_the_terms_keep(dist_func):
     kept = np.asarray(jax.jit(lambda t, f: xla_tiled._kept_pairs(ctx, t, f))(tiles, fidx))
 
     xs, ys = binning.tile_pixel_coords(jnp.arange(nt), ctx.grid, jnp.float32)  # [NT, P]
-    terms = pair_terms(
-        xs[..., None],
-        ys[..., None],
-        jax.tree.map(lambda v: v[None, None], face_setup(fv[0])),
-        dist_func=dist_func,
-        sigma_val=sigma,
-        dist_eps=dist_eps,
-        gamma_val=1e-4,
-        near=1.0,
-        far=100.0,
-        fill_back=True,
-    )
-    valid = np.asarray(terms.valid)  # [NT, P, F]
+    face = jax.tree.map(lambda v: v[None, None], face_setup(fv[0]))
+    valid = _valid_pairs(
+        xs[..., None], ys[..., None], face, dist_func, sigma, dist_eps
+    )  # [NT, P, F]
     assert valid.sum() > nf // 2
     assert np.all(kept[valid]), int((valid & ~kept).sum())
     # tight: the loose threshold adds few pairs; the tiles' other pixels are dropped
