@@ -322,8 +322,8 @@ def _backward_pass(ctx: streamed.Context, consts: aggregate.BackwardConsts, bins
     k_size = ctx.cfg.bwd_window
     per_step = ctx.cfg.group * k_size * p  # pixels tested per step
     # pair-test steps per round, then the round's full gradient steps: rounds keep the calls
-    # of a vmap in step (a queue drained whenever any call had a full step queued ran every
-    # call's gradient step at each call's own times)
+    # of a vmap in step (a queue drained whenever any call had a full step queued would run
+    # every call's gradient step at each call's own times)
     rounds_steps = max(1, (_ROUND_STEPS * size) // per_step)
     steps = (bins.pairs + ctx.cfg.group * k_size - 1) // (ctx.cfg.group * k_size)
     rounds = (steps + rounds_steps - 1) // rounds_steps
