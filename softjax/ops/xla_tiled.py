@@ -242,8 +242,8 @@ def _kept_pairs(ctx: streamed.Context, tiles, fidx):
     the surrogate): the same test with a distance threshold ``_LOOSE`` times larger, so that
     the rounding of another fusion cannot drop a pair; ``'hard'`` faces (the closed triangle)
     are tested as barycentric ones within ``_HARD_REACH`` of it in weight."""
-    safe = jnp.maximum(fidx, 0)
-    face = FaceData(*(f[safe][:, None] for f in ctx.extra), front=ctx.face.front[safe][:, None])
+    fields, front, _ = _gather(ctx, fidx)
+    face = FaceData(*fields, front=front)
     xs, ys = binning.tile_pixel_coords(tiles, ctx.grid, ctx.fv.dtype)  # [G, K, P]
     sc = ctx.scalars
     if ctx.opts.dist_func == "hard":  # threshold() = sigma * log(1 / dist_eps - 1)
