@@ -192,6 +192,7 @@ def _backward(
     consts = aggregate.backward_consts(state, out, g, opts, nf)
     consts_fine = jax.tree.map(lambda v: _with_sentinel(v, passes, 0), consts)
     acc = passes.backward_init(fine)
+    firsts = firsts or (None,) * len(levels)  # None: bin again
     for i, (ctx, first) in enumerate(zip(levels, firsts, strict=True)):
 
         def run(acc, ctx=ctx, first=first):
@@ -221,8 +222,35 @@ def _per_face(textures, num_faces: int):
     return textures.reshape((num_faces,) + textures.shape[2:])
 
 
+def _fold(x: jax.Array, batched: bool, axis_size: int) -> jax.Array:
+    """``[A, X, ...]`` (or ``[X, ...]``, broadcast first when the ``vmap`` does not map it)
+    -> ``[A * X, ...]``."""
+    x = x if batched else jnp.broadcast_to(x, (axis_size,) + x.shape)
+    return x.reshape((-1,) + x.shape[2:])
+
+
+def _axes(in_batched) -> tuple:
+    """``jax.vmap``'s ``in_axes`` from a ``custom_vmap`` rule's ``in_batched``."""
+    return tuple(jax.tree.map(lambda b: 0 if b else None, b) for b in in_batched)
+
+
+def _unfold(x: jax.Array, axis_size: int) -> jax.Array:
+    """``[A * X, ...]`` -> ``[A, X, ...]``."""
+    return x.reshape((axis_size, x.shape[0] // axis_size) + x.shape[1:])
+
+
 def streamed_rasterizer(passes: Passes, doc: str) -> Callable:
     """The ``custom_vjp`` op of a streamed backend.
+
+    Under ``jax.vmap`` (of the op, of its gradient, or both) the forward and the backward run
+    once on the ``vmap``'s images folded into the batch, unless the scalars differ per element:
+    one call on ``A * B`` images costs about half of ``A`` calls on ``B`` images under a plain
+    ``vmap`` (the loops' fixed costs and step counts are paid once). The folded forward's
+    per-pixel state is image-major, so each element keeps its own share; its bins are not
+    (their capacity is the whole batch's), so the folded backward bins again. The folded
+    backward's scalar gradients sum over the elements: each element's own come from a plain
+    ``vmap`` of the backward, which XLA removes as dead code unless they are used. A single
+    call's pullback mapped over cotangents (``jax.jacrev``) is a plain ``vmap`` too.
 
     Args:
       passes: the backend's per-pass loops.
@@ -235,6 +263,88 @@ def streamed_rasterizer(passes: Passes, doc: str) -> Callable:
       padding faces of a padded batch).
     """
 
+    def fallback(raw, in_batched, args):
+        out = jax.vmap(raw, in_axes=_axes(in_batched))(*args)
+        return out, jax.tree.map(lambda _: True, out)
+
+    def folded_args(axis_size, in_batched, args):
+        """The batch-leading arguments (face vertices, textures, face counts) folded."""
+        fv, tex, scalars, counts = (
+            jax.tree.map(lambda x, b: _fold(x, b, axis_size), a, b) if i != 2 else a
+            for i, (a, b) in enumerate(zip(args[:4], in_batched[:4], strict=True))
+        )
+        return fv, tex, scalars, counts
+
+    def forward(opts, cfg, with_saved: bool):
+        def raw(face_vertices, textures, scalars, face_counts):
+            out = _forward(passes, face_vertices, textures, scalars, opts, cfg, face_counts)
+            return out if with_saved else out[0]
+
+        @jax.custom_batching.custom_vmap
+        def folded(face_vertices, textures, scalars, face_counts):
+            return raw(face_vertices, textures, scalars, face_counts)
+
+        @folded.def_vmap
+        def rule(axis_size, in_batched, *args):
+            if any(jax.tree.leaves(in_batched[2])):  # per-element scalars
+                return fallback(raw, in_batched, args)
+            out = folded(*folded_args(axis_size, in_batched, args))
+            if not with_saved:
+                return _unfold(out, axis_size), True
+            image, (state, rgba, _) = out
+            # each element's share of the per-pixel state (image-major); the bins: placeholders
+            # of a single call's shapes, never read (the folded backward bins again)
+            single = jax.tree.map(
+                lambda x, b: jax.ShapeDtypeStruct(x.shape[1:] if b else x.shape, x.dtype),
+                list(args),
+                in_batched,
+            )
+            firsts = jax.tree.map(
+                lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(raw, *single)[1][2]
+            )
+            state = jax.tree.map(lambda x: _unfold(x, axis_size), state)
+            out = _unfold(image, axis_size), (state, _unfold(rgba, axis_size), firsts)
+            every = jax.tree.map(lambda _: True, state)
+            return out, (True, (every, True, jax.tree.map(lambda _: False, firsts)))
+
+        return folded
+
+    def backward(opts, cfg):
+        def raw(face_vertices, textures, scalars, face_counts, saved, g):
+            return _backward(
+                passes, face_vertices, textures, scalars, opts, cfg, face_counts, saved, g
+            )
+
+        @jax.custom_batching.custom_vmap
+        def folded(face_vertices, textures, scalars, face_counts, saved, g):
+            return raw(face_vertices, textures, scalars, face_counts, saved, g)
+
+        @folded.def_vmap
+        def rule(axis_size, in_batched, *args):
+            # the saved state is mapped when the forward was folded; not, e.g., when a single
+            # call's pullback is mapped over cotangents (``jax.jacrev``): that one's bins hold
+            if any(jax.tree.leaves(in_batched[2])) or not in_batched[4][1]:
+                return fallback(raw, in_batched, args)
+            state, rgba, _ = args[4]
+            saved = (
+                jax.tree.map(lambda x, b: _fold(x, b, axis_size), state, in_batched[4][0]),
+                _fold(rgba, True, axis_size),
+                None,  # bin again: the forward's bins were the folded batch's
+            )
+            g = _fold(args[5], in_batched[5], axis_size)
+            g_fv, g_tex, _ = folded(*folded_args(axis_size, in_batched, args), saved, g)
+            # the folded call's scalar gradients are the sum over the elements; each element's
+            # own come from a plain vmap (bins of its own), which XLA drops where nothing
+            # reads them (the usual case: gradients with respect to vertices and textures)
+            unbinned = [*in_batched[:4], (in_batched[4][0], True, None), in_batched[5]]
+            per_element = jax.vmap(raw, in_axes=_axes(unbinned))(
+                *args[:4], (state, rgba, None), args[5]
+            )[2]
+            out = jax.tree.map(lambda x: _unfold(x, axis_size), (g_fv, g_tex)) + (per_element,)
+            return out, jax.tree.map(lambda _: True, out)
+
+        return folded
+
     @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
     def op(
         face_vertices,
@@ -244,18 +354,15 @@ def streamed_rasterizer(passes: Passes, doc: str) -> Callable:
         cfg: TilingConfig,
         face_counts=None,
     ):
-        return _forward(passes, face_vertices, textures, scalars, opts, cfg, face_counts)[0]
+        return forward(opts, cfg, False)(face_vertices, textures, scalars, face_counts)
 
     def fwd(face_vertices, textures, scalars, opts, cfg, face_counts=None):
-        image, saved = _forward(passes, face_vertices, textures, scalars, opts, cfg, face_counts)
+        image, saved = forward(opts, cfg, True)(face_vertices, textures, scalars, face_counts)
         return image, (face_vertices, textures, scalars, face_counts, saved)
 
     def bwd(opts, cfg, res, g):
-        face_vertices, textures, scalars, face_counts, saved = res
-        grads = _backward(
-            passes, face_vertices, textures, scalars, opts, cfg, face_counts, saved, g
-        )
-        return grads + (None,)  # face_counts: integers, no cotangent
+        g_fv, g_tex, g_scalars = backward(opts, cfg)(*res, g)
+        return g_fv, g_tex, g_scalars, None  # face_counts: integers, no cotangent
 
     op.defvjp(fwd, bwd)
     op.__doc__ = doc
