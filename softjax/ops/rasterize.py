@@ -107,7 +107,9 @@ def soft_rasterize(
       ``[B, S, S, 4]`` RGBA image (channels last) in the dtype of the inputs (float32 unless
       float64 inputs are given with x64 enabled). Differentiable with respect to
       ``face_vertices``, ``textures``, ``face_uvs``, ``face_tint``, ``sigma_val``,
-      ``gamma_val``, ``near``, ``far``, ``eps``.
+      ``gamma_val``, ``near``, ``far``, ``eps``. Under ``jax.vmap`` the tiled backends run
+      once on the mapped images folded into the batch, forward and backward, unless the
+      scalars differ per element (``docs/pipeline.md``, section 5).
 
     Raises:
       ValueError: on malformed arguments, naming the argument and what was expected, or a bad

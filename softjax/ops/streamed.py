@@ -8,6 +8,7 @@ loops (:class:`Passes`). ``docs/pipeline.md`` describes the flow.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -239,6 +240,14 @@ def _unfold(x: jax.Array, axis_size: int) -> jax.Array:
     return x.reshape((axis_size, x.shape[0] // axis_size) + x.shape[1:])
 
 
+@jax.tree_util.register_static
+@dataclasses.dataclass(frozen=True)
+class _Flag:
+    """A static bool in a ``custom_vjp``'s residuals (part of their tree, not a leaf)."""
+
+    value: bool
+
+
 def streamed_rasterizer(passes: Passes, doc: str) -> Callable:
     """The ``custom_vjp`` op of a streamed backend.
 
@@ -248,8 +257,9 @@ def streamed_rasterizer(passes: Passes, doc: str) -> Callable:
     ``vmap`` (the loops' fixed costs and step counts are paid once). The folded forward's
     per-pixel state is image-major, so each element keeps its own share; its bins are not
     (their capacity is the whole batch's), so the folded backward bins again. The folded
-    backward's scalar gradients sum over the elements: each element's own come from a plain
-    ``vmap`` of the backward, which XLA removes as dead code unless they are used. A single
+    backward's scalar gradients sum over the elements: where the scalars are differentiated
+    (the ``custom_vjp``'s symbolic zeros tell), each element's own come from a plain ``vmap``
+    of the backward beside the folded one. A single
     call's pullback mapped over cotangents (``jax.jacrev``) is a plain ``vmap`` too.
 
     Args:
@@ -309,7 +319,7 @@ def streamed_rasterizer(passes: Passes, doc: str) -> Callable:
 
         return folded
 
-    def backward(opts, cfg):
+    def backward(opts, cfg, scalar_grads: bool):
         def raw(face_vertices, textures, scalars, face_counts, saved, g):
             return _backward(
                 passes, face_vertices, textures, scalars, opts, cfg, face_counts, saved, g
@@ -336,11 +346,16 @@ def streamed_rasterizer(passes: Passes, doc: str) -> Callable:
             # the folded call's scalar gradients are the sum over the elements; each element's
             # own come from a plain vmap (bins of its own), which XLA drops where nothing
             # reads them (the usual case: gradients with respect to vertices and textures)
+            out = jax.tree.map(lambda x: _unfold(x, axis_size), (g_fv, g_tex))
+            if not scalar_grads:  # not differentiated: zeros, never read
+                zeros = jax.tree.map(jnp.zeros_like, args[2])
+                marks = jax.tree.map(lambda _: True, out) + (jax.tree.map(lambda _: False, zeros),)
+                return out + (zeros,), marks
             unbinned = [*in_batched[:4], (in_batched[4][0], True, None), in_batched[5]]
             per_element = jax.vmap(raw, in_axes=_axes(unbinned))(
                 *args[:4], (state, rgba, None), args[5]
             )[2]
-            out = jax.tree.map(lambda x: _unfold(x, axis_size), (g_fv, g_tex)) + (per_element,)
+            out = out + (per_element,)
             return out, jax.tree.map(lambda _: True, out)
 
         return folded
@@ -357,13 +372,23 @@ def streamed_rasterizer(passes: Passes, doc: str) -> Callable:
         return forward(opts, cfg, False)(face_vertices, textures, scalars, face_counts)
 
     def fwd(face_vertices, textures, scalars, opts, cfg, face_counts=None):
-        image, saved = forward(opts, cfg, True)(face_vertices, textures, scalars, face_counts)
-        return image, (face_vertices, textures, scalars, face_counts, saved)
+        # symbolic zeros: each array leaf comes as (value, perturbed); whether any scalar is
+        # differentiated decides whether a folded backward computes their per-element gradients
+        wanted = _Flag(any(leaf.perturbed for leaf in jax.tree.leaves(scalars)))
+        args = jax.custom_derivatives.custom_vjp_primal_tree_values(
+            (face_vertices, textures, scalars, face_counts)
+        )
+        image, saved = forward(opts, cfg, True)(*args)
+        return image, (*args, saved, wanted)
 
     def bwd(opts, cfg, res, g):
-        g_fv, g_tex, g_scalars = backward(opts, cfg)(*res, g)
+        *res, wanted = res
+        if isinstance(g, jax.custom_derivatives.SymbolicZero):  # the image is not used
+            g = jnp.zeros(g.shape, g.dtype)
+        g_fv, g_tex, g_scalars = backward(opts, cfg, wanted.value)(*res, g)
+        g_scalars = g_scalars if wanted.value else None  # None: zero
         return g_fv, g_tex, g_scalars, None  # face_counts: integers, no cotangent
 
-    op.defvjp(fwd, bwd)
+    op.defvjp(fwd, bwd, symbolic_zeros=True)
     op.__doc__ = doc
     return op
