@@ -204,3 +204,18 @@ def test_pallas_kernels_fold_too(float64):
     want = [single(fv[a], tex[a], w[a], 3e-3) for a in range(2)]
     want = jax.tree.map(lambda *x: np.stack(x), *want)
     _close(jax.vmap(grad, (0, 0, 0, None))(fv, tex, w, 3e-3), want, "pallas")
+
+
+def test_empty_vmap_and_empty_batch():
+    """No image to draw: an empty result (and zero gradients), not an error."""
+    fv, tex, _ = _scene(13)
+    fv, tex = fv.astype(np.float32), tex.astype(np.float32)
+    kw = dict(image_size=S, sigma_val=SCALARS[0], backend="xla")
+
+    def draw(v, t):
+        return sj.soft_rasterize(v, t, **kw)
+
+    assert draw(fv[0, :0], tex[0, :0]).shape == (0, S, S, 4)
+    assert jax.vmap(draw)(fv[:0], tex[:0]).shape == (0, B, S, S, 4)
+    g = jax.grad(lambda v: jnp.sum(jax.vmap(draw)(v, tex[:0])))(fv[:0])
+    assert g.shape == (0, B, F, 3, 3)

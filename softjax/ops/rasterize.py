@@ -172,7 +172,7 @@ def _num_texels(tex) -> int:
 def _rasterize(fv, tex, scalars, opts, backend: str, cfg: TilingConfig, face_counts):
     bsz, nf = fv.shape[:2]
     s = opts.image_size
-    if nf == 0:  # nothing to draw: the background, fully transparent
+    if nf == 0 or bsz == 0:  # nothing to draw: the background, fully transparent
         rgb = jnp.broadcast_to(jnp.asarray(opts.background, fv.dtype), (bsz, s, s, 3))
         return jnp.concatenate([rgb, jnp.zeros((bsz, s, s, 1), fv.dtype)], -1)
     # every backend's entry point takes the same arguments

@@ -296,7 +296,8 @@ def streamed_rasterizer(passes: Passes, doc: str) -> Callable:
 
         @folded.def_vmap
         def rule(axis_size, in_batched, *args):
-            if any(jax.tree.leaves(in_batched[2])):  # per-element scalars
+            # per-element scalars; or nothing to fold (the passes need at least one image)
+            if any(jax.tree.leaves(in_batched[2])) or axis_size * args[0].shape[-4] == 0:
                 return fallback(raw, in_batched, args)
             out = folded(*folded_args(axis_size, in_batched, args))
             if not with_saved:
@@ -333,7 +334,8 @@ def streamed_rasterizer(passes: Passes, doc: str) -> Callable:
         def rule(axis_size, in_batched, *args):
             # the saved state is mapped when the forward was folded; not, e.g., when a single
             # call's pullback is mapped over cotangents (``jax.jacrev``): that one's bins hold
-            if any(jax.tree.leaves(in_batched[2])) or not in_batched[4][1]:
+            empty = axis_size * args[0].shape[-4] == 0
+            if any(jax.tree.leaves(in_batched[2])) or not in_batched[4][1] or empty:
                 return fallback(raw, in_batched, args)
             state, rgba, _ = args[4]
             saved = (
