@@ -259,8 +259,8 @@ def streamed_rasterizer(passes: Passes, doc: str) -> Callable:
     (their capacity is the whole batch's), so the folded backward bins again. The folded
     backward's scalar gradients sum over the elements: where the scalars are differentiated
     (the ``custom_vjp``'s symbolic zeros tell), each element's own come from a plain ``vmap``
-    of the backward beside the folded one. A single
-    call's pullback mapped over cotangents (``jax.jacrev``) is a plain ``vmap`` too.
+    of the backward beside the folded one. A single call's pullback mapped over cotangents
+    (``jax.jacrev``) is a plain ``vmap`` too.
 
     Args:
       passes: the backend's per-pass loops.
@@ -278,12 +278,13 @@ def streamed_rasterizer(passes: Passes, doc: str) -> Callable:
         return out, jax.tree.map(lambda _: True, out)
 
     def folded_args(axis_size, in_batched, args):
-        """The batch-leading arguments (face vertices, textures, face counts) folded."""
-        fv, tex, scalars, counts = (
-            jax.tree.map(lambda x, b: _fold(x, b, axis_size), a, b) if i != 2 else a
-            for i, (a, b) in enumerate(zip(args[:4], in_batched[:4], strict=True))
-        )
-        return fv, tex, scalars, counts
+        """The op's arguments with the batch-leading ones (face vertices, textures, face
+        counts) folded; the scalars as they are."""
+
+        def fold(i):
+            return jax.tree.map(lambda x, b: _fold(x, b, axis_size), args[i], in_batched[i])
+
+        return fold(0), fold(1), args[2], fold(3)
 
     def forward(opts, cfg, with_saved: bool):
         def raw(face_vertices, textures, scalars, face_counts):
@@ -345,10 +346,9 @@ def streamed_rasterizer(passes: Passes, doc: str) -> Callable:
             )
             g = _fold(args[5], in_batched[5], axis_size)
             g_fv, g_tex, _ = folded(*folded_args(axis_size, in_batched, args), saved, g)
-            # the folded call's scalar gradients are the sum over the elements; each element's
-            # own come from a plain vmap (bins of its own), which XLA drops where nothing
-            # reads them (the usual case: gradients with respect to vertices and textures)
             out = jax.tree.map(lambda x: _unfold(x, axis_size), (g_fv, g_tex))
+            # the folded call's scalar gradients are the sum over the elements; where they are
+            # differentiated, each element's own come from a plain vmap (bins of its own)
             if not scalar_grads:  # not differentiated: zeros, never read
                 zeros = jax.tree.map(jnp.zeros_like, args[2])
                 marks = jax.tree.map(lambda _: True, out) + (jax.tree.map(lambda _: False, zeros),)
