@@ -257,7 +257,7 @@ def geometry_table(args) -> list[dict]:
     base = args.baseline
     header = (
         f"{'scene':<26} {'B x F':>12} {'S':>4} {'tile':>5} {'useful':>9} {'cand/u':>7} "
-        f"{'floor/u':>7} {'fwd ms':>8} {'f+b ms':>8} {'fwd ns/u':>9} {'f+b ns/u':>9}"
+        f"{'floor/u':>7} {'win/u':>6} {'fwd ms':>8} {'f+b ms':>8} {'fwd ns/u':>9} {'f+b ns/u':>9}"
     )
     if base:
         header += f" {'base f+b ms':>11} {'fwd x':>6} {'f+b x':>6}"
@@ -283,6 +283,7 @@ def geometry_table(args) -> list[dict]:
             f"{geometry.tile_label(row):>5} "
             f"{row['useful']:>9} {row['candidate_pixels'] / max(row['useful'], 1):>7.2f} "
             f"{row['floor_pixels'] / max(row['useful'], 1):>7.2f} "
+            f"{row['window_pixels'] / max(row['useful'], 1):>6.2f} "
             f"{row['fwd_ms']:>8.1f} {row['fwd_bwd_ms']:>8.1f} "
             f"{row['fwd_ns_per_useful']:>9.1f} {row['fwd_bwd_ns_per_useful']:>9.1f}"
         )

@@ -181,7 +181,9 @@ def pair_counts(scene: Scene, dist_eps: float = 1e-4, backend: str = "xla") -> d
       (tile, face) pairs of the faces' grown bounding boxes; ``candidate_tiles``: those the
       edge-line culling keeps (what the passes evaluate); ``candidate_pixels``: their pixels;
       ``floor_pixels``: the pixels of the tiles (of each face's level) that hold at least one
-      useful pixel of the face, the fewest candidates any culling of whole tiles can leave.
+      useful pixel of the face, the fewest candidates any culling of whole tiles can leave;
+      ``window_pixels``: the (pixel, face) slots the forward evaluates, each tile's face list
+      cut into windows of ``TilingConfig.window`` faces (the last one padded).
     """
     fv = jnp.asarray(scene.fv)
     b, f = fv.shape[:2]
@@ -197,13 +199,21 @@ def pair_counts(scene: Scene, dist_eps: float = 1e-4, backend: str = "xla") -> d
         if coarse.any():
             coarse_grid = binning.make_grid(scene.image_size, span, b, f, span)
             levels = [(grid, jnp.asarray(~coarse)), (coarse_grid, jnp.asarray(coarse))]
-    box = kept = pixels = 0
+    box = kept = pixels = windows = 0
     for g, faces in levels:
         ft = binning.face_tiles(face, scene.sigma, dist_eps, g, faces, "euclidean")
         box_l = int(ft.total)
         kept_pairs = functools.partial(binning.bin_pass, capacity=max(box_l, 1), grid=g)
-        kept_l = int(jax.jit(lambda ft, kept_pairs=kept_pairs: kept_pairs(ft, 0).pairs)(ft))
+        kept_l, windows_l = (
+            int(n)
+            for n in jax.jit(
+                lambda ft, g=g, kept_pairs=kept_pairs: _kept_and_windows(
+                    kept_pairs(ft, 0), g, cfg.window
+                )
+            )(ft)
+        )
         box, kept, pixels = box + box_l, kept + kept_l, pixels + kept_l * g.tile_pixels
+        windows += windows_l * cfg.window * g.tile_pixels
     chunk = max(1, (1 << 22) // scene.image_size**2)  # about 4M pairs per step
     pad = -(b * f) % chunk
     flat = jnp.pad(fv.reshape(-1, 3, 3), ((0, pad), (0, 0), (0, 0)), constant_values=np.nan)
@@ -226,7 +236,15 @@ def pair_counts(scene: Scene, dist_eps: float = 1e-4, backend: str = "xla") -> d
         "candidate_tiles": kept,
         "candidate_pixels": pixels,
         "floor_pixels": int(floor),
+        "window_pixels": windows,
     }
+
+
+def _kept_and_windows(bins: binning.Bins, grid: binning.TileGrid, window: int):
+    """A pass's kept pairs, and the windows of ``window`` faces its tiles' lists fill (the
+    forward evaluates whole windows: a tile of 17 faces costs two windows of 16)."""
+    count = bins.count[: grid.num_tiles]
+    return bins.pairs, jnp.sum((count + window - 1) // window)
 
 
 def tile_label(counts: dict) -> str:

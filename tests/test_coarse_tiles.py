@@ -191,3 +191,18 @@ def test_geometry_counts_follow_both_levels():
     one = geometry.pair_counts(scene._replace(fv=scene.fv[:, :15], tex=scene.tex[:, :15]))
     assert (one["tile"], one["coarse_tile"]) == (8, 0)  # 154 pixels per face: one level
     assert one["useful"] <= one["floor_pixels"] <= one["candidate_pixels"]
+
+
+def test_geometry_counts_whole_windows():
+    """``window_pixels`` counts whole windows of 16 faces per tile: 17 copies of one face fill
+    two windows in each of its tiles, one copy one."""
+    from bench import geometry
+
+    face = np.array([[[-0.3, -0.2, 0.5], [0.3, -0.25, 0.5], [0.0, 0.35, 0.5]]], np.float32)
+    for copies, windows in ((1, 1), (16, 1), (17, 2)):
+        fv = np.repeat(face[None], copies, axis=1)
+        scene = geometry.Scene("copies", fv, np.ones(fv.shape[:2] + (1, 3), np.float32), 32, 1e-4)
+        counts = geometry.pair_counts(scene)
+        tiles = counts["candidate_tiles"] // copies  # the tiles one copy lists
+        assert tiles > 0 and counts["candidate_tiles"] == tiles * copies
+        assert counts["window_pixels"] == tiles * windows * 16 * counts["tile"] ** 2
