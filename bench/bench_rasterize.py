@@ -3,6 +3,7 @@
     python bench/bench_rasterize.py [--quick] [--json bench/results/rasterize.json]
     python bench/bench_rasterize.py --uv [--quick]   # surface vs UV textures, XLA path
     python bench/bench_rasterize.py --suite geometry [--baseline ../other-checkout]
+    python bench/bench_rasterize.py --suite geometry --backend pallas   # on a GPU
 
 Geodesic spheres of 1280 / 5120 / 20480 faces at 64^2, 128^2, 256^2, and 1024^2 x ~39k faces.
 Every configuration runs in its own subprocess, so its peak resident memory (``ru_maxrss``) is
@@ -19,19 +20,20 @@ adds) needs a GPU: ``bench/bench_gpu.py`` there.
 
 ``--suite geometry`` times the scenes of ``bench/geometry.py`` (spheres, a flattened ellipsoid
 edge-on and at 30 degrees, deform's target from 24 views, the reconstruction batch, slivers) on
-the XLA path and reports, per scene, useful and candidate pairs, the *floor* (the pixels of
-the tiles where a face has a useful pixel: the fewest candidates whole tiles allow),
-milliseconds and nanoseconds per useful pair (medians after the compile run and
-``geometry.WARMUP_CALLS`` untimed calls, which the first calls of a freshly compiled program
-need). ``--baseline DIR`` (a checkout of
-another commit) also times each scene with that checkout's ``softjax``, alternating with this
-one scene by scene, and reports the ratios: on a shared machine only ratios measured in one run
-compare.
+the XLA path (``--backend pallas``: the Pallas kernels, at their tiles; on a GPU, else the
+interpreter) and reports, per scene, useful and candidate pairs, the *floor* (the pixels of
+the tiles where a face has a useful pixel: the fewest candidates whole tiles allow), the
+forward's window slots, milliseconds and nanoseconds per useful pair (medians after the
+compile run and ``geometry.WARMUP_CALLS`` untimed calls, which the first calls of a freshly
+compiled program need). ``--baseline DIR`` (a checkout of another commit) also times each
+scene with that checkout's ``softjax``, alternating with this one scene by scene, and reports
+the ratios: on a shared machine only ratios measured in one run compare.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -143,7 +145,13 @@ def main(argv=None) -> None:
     parser.add_argument(
         "--uv", action="store_true", help="surface vs UV textures on the XLA path (ns / pair)"
     )
-    parser.add_argument("--suite", choices=["geometry"], help="the geometry suite (XLA path)")
+    parser.add_argument("--suite", choices=["geometry"], help="the geometry suite")
+    parser.add_argument(
+        "--backend",
+        choices=["xla", "pallas"],
+        default="xla",
+        help="geometry: the backend timed ('pallas' on a GPU: the kernels; counts at its tiles)",
+    )
     parser.add_argument("--scenes", default=None, help="geometry: comma-separated name parts")
     parser.add_argument(
         "--baseline", default=None, help="geometry: a checkout of another commit to compare"
@@ -155,7 +163,8 @@ def main(argv=None) -> None:
         print(json.dumps(_worker(json.loads(args.worker))), flush=True)
         return
     if args.geometry_worker:
-        print(json.dumps(_geometry_worker(args.geometry_worker, args.repeats)), flush=True)
+        worker = _geometry_worker(args.geometry_worker, args.repeats, args.backend)
+        print(json.dumps(worker), flush=True)
         return
     if args.suite == "geometry":
         args.json = args.json or os.path.join(HERE, "results", "rasterize_geometry.json")
@@ -207,14 +216,16 @@ def main(argv=None) -> None:
     write_results(args.json, _meta(args), rows)
 
 
-def _geometry_worker(name: str, repeats: int) -> dict:
+def _geometry_worker(name: str, repeats: int, backend: str = "xla") -> dict:
     from bench import geometry
 
     (scene,) = [sc for sc in geometry.suite() if sc.name == name]
-    return geometry.time_scene(scene, repeats)
+    return geometry.time_scene(scene, repeats, backend)
 
 
-def _geometry_run(name: str, repeats: int, timeout: float, baseline: str | None) -> dict:
+def _geometry_run(
+    name: str, repeats: int, timeout: float, baseline: str | None, backend: str = "xla"
+) -> dict:
     """Times one scene in a subprocess, with this checkout's ``softjax`` or the baseline's."""
     import tempfile
 
@@ -235,6 +246,8 @@ def _geometry_run(name: str, repeats: int, timeout: float, baseline: str | None)
             name,
             "--repeats",
             str(repeats),
+            "--backend",
+            backend,
         ]
         try:
             proc = subprocess.run(
@@ -268,10 +281,12 @@ def geometry_table(args) -> list[dict]:
         if args.scenes and not any(n.strip() in scene.name for n in args.scenes.split(",")):
             continue
         row = {"scene": scene.name, "batch": scene.fv.shape[0], "faces": scene.fv.shape[1]}
-        row.update(image_size=scene.image_size, sigma=scene.sigma, **geometry.pair_counts(scene))
+        counts = geometry.pair_counts(scene, backend=args.backend)
+        row.update(image_size=scene.image_size, sigma=scene.sigma, backend=args.backend, **counts)
+        run = functools.partial(_geometry_run, scene.name, args.repeats, args.timeout)
         if base:
-            row["baseline"] = _geometry_run(scene.name, args.repeats, args.timeout, base)
-        row.update(_geometry_run(scene.name, args.repeats, args.timeout, None))
+            row["baseline"] = run(base, args.backend)
+        row.update(run(None, args.backend))
         rows.append(row)
         if "error" in row or "error" in row.get("baseline", {}):
             print(f"{scene.name:<26} error: {row.get('error') or row['baseline']['error']}")

@@ -113,6 +113,56 @@ def test_tiny_capacity_loses_no_face():
     np.testing.assert_allclose(g_got, g_want, atol=2e-4 * float(np.abs(g_want).max()))
 
 
+BUSY_MODES = [
+    ("euclidean", "softmax", "prod", "surface"),
+    ("barycentric", "hard", "sum", "vertex"),
+    ("hard", "hard", "hard", "surface"),
+]
+
+
+@pytest.mark.parametrize("dist,rgb,alpha,tex", BUSY_MODES)
+def test_busy_tile_split_over_programs(dist, rgb, alpha, tex):
+    """40 faces over one 4-pixel tile with windows of 2 faces: the tile's list is cut into
+    programs of PROGRAM_WINDOWS windows (3 here, 2 in the backward's windows of 4), whose states
+    XLA folds together. The second 20 faces repeat the first 20 (same place and depth, other
+    colours), so the hard colour's ties between programs must still go to the lowest id.
+    Forward and gradients (float64) against the reference."""
+    from softjax.ops.pallas_kernels import PROGRAM_WINDOWS
+
+    with x64():
+        rng = np.random.default_rng(3)
+        half = 20
+        xy = rng.uniform(-0.2, 0.2, (1, half, 1, 2)) + rng.normal(0.0, 0.3, (1, half, 3, 2))
+        z = rng.uniform(2.0, 5.0, (1, half, 3, 1))
+        fv = np.concatenate([xy, z], -1)
+        fv = np.concatenate([fv, fv], 1)  # [1, 40, 3, 3]
+        res = 1 if tex == "surface" else 2
+        t = rng.uniform(size=(1, 2 * half, res**3 if tex == "surface" else 3, 3))
+        cfg = sj.PallasConfig(tile=4, window=2, bwd_window=4, interpret=True)
+        kw = mode_kwargs(dist, rgb, alpha, tex, image_size=8, sigma_val=3e-2)
+        # the tile really holds more faces than one program takes
+        _, _, _, sc, _ = check_inputs(fv, t, backend="pallas", **_check_kw(kw))
+        grid = binning.make_grid(8, 4, 1, 2 * half)
+        ft = binning.face_tiles(face_setup(jnp.asarray(fv[0])), sc.sigma_val, sc.dist_eps, grid)
+        bins = binning.bin_pass(ft, 0, pair_capacity(cfg, grid, "pallas"), grid)
+        assert int(bins.count.max()) > 2 * PROGRAM_WINDOWS * cfg.window
+
+        want = sj.soft_rasterize(fv, t, backend="reference", **kw)
+        got = sj.soft_rasterize(fv, t, backend="pallas", pallas_config=cfg, **kw)
+        np.testing.assert_allclose(got, want, atol=1e-9)
+        assert float(np.asarray(want)[..., 3].max()) > 0.1  # not vacuous
+
+        weights = rng.normal(size=(1, 8, 8, 4))
+        kw = {k: v for k, v in kw.items() if k not in ("sigma_val", "gamma_val", "near", "far")}
+        args = (fv, t) + tuple(np.float64(v) for v in (3e-2, 1e-2, 1.0, 6.0, 1e-3))
+        argnums = tuple(range(7))
+        g_want = jax.grad(weighted_loss(kw, weights, "reference"), argnums)(*args)
+        g_got = jax.grad(weighted_loss(kw, weights, "pallas", pallas_config=cfg), argnums)(*args)
+        for name, w, g in zip(NAMES, g_want, g_got, strict=True):
+            scale = max(float(np.max(np.abs(w))), 1.0)
+            np.testing.assert_allclose(g, w, atol=1e-9 * scale, err_msg=name)
+
+
 def _check_kw(kw):
     names = {
         "image_size",

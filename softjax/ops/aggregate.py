@@ -110,6 +110,32 @@ def init_state(shape, opts: StaticOptions, scalars: Scalars, dtype) -> AggState:
     return AggState(**st)
 
 
+def empty_state(shape, opts: StaticOptions, dtype) -> AggState:
+    """The state of no face (no background either): what :func:`window_state` gives a window
+    without faces, and what :func:`combine` and :func:`fold_rows` leave unchanged.
+
+    Args:
+      shape: the pixels' shape; opts: the call's options; dtype: float dtype.
+    """
+    zeros = jnp.zeros(shape, dtype)
+    st = {}
+    if opts.aggr_alpha == "prod":
+        st["log1m"] = zeros
+    elif opts.aggr_alpha == "sum":
+        st["asum"] = zeros
+    else:
+        st["ahard"] = zeros
+    if opts.aggr_rgb == "softmax":
+        st["zmax"] = jnp.full(shape, -jnp.inf, dtype)
+        st["wsum"] = zeros
+        st["acc"] = (zeros, zeros, zeros)
+    else:
+        st["zbest"] = jnp.full(shape, jnp.inf, dtype)
+        st["fbest"] = jnp.full(shape, -1, jnp.int32)
+        st["rgb"] = (zeros, zeros, zeros)
+    return AggState(**st)
+
+
 def window_state(t: PairTerms, colors: tuple, fid, opts: StaticOptions) -> AggState:
     """The state of one window of faces on its own (as if no face came before it).
 

@@ -1,14 +1,16 @@
 """The Pallas (Triton) backend: its per-pass kernels for :mod:`softjax.ops.streamed`.
 
-One program per (image, pixel tile) streams the tile's binned faces in windows, with the
-per-pixel state of :mod:`softjax.ops.aggregate` as its loop carry; before each launch XLA
-packs the pass's binned faces into a field-major table so that a window is a contiguous slice
-(no gather in the kernel). The backward kernel writes one partial gradient per (tile, face)
-pair, summed per face by XLA. UV textures: the kernels gather texels from the flattened images
-(a whole-array input), and the backward adds the images' gradient atomically into a
-whole-array output (the texels a pair touches differ per pixel, so no per-slot partial can
-hold it). The per-(pixel, face) math is :mod:`softjax.ops.pixel_face` (in the split corner
-layout). ``docs/pipeline.md`` describes the flow and the block-size knobs,
+Each program streams up to ``PROGRAM_WINDOWS`` windows of one (image, pixel tile)'s binned
+faces, with the per-pixel state of :mod:`softjax.ops.aggregate` as its loop carry; a busy tile's
+list is cut over several programs (:func:`softjax.ops.binning.work_items`), whose states XLA
+folds into the tile's (:func:`softjax.ops.aggregate.fold_rows`), so that no tile's load holds up
+a launch. Before each launch XLA packs the pass's binned faces into a field-major table so that
+a window is a contiguous slice (no gather in the kernel). The backward kernel writes one partial
+gradient per (tile, face) pair, summed per face by XLA. UV textures: the kernels gather texels
+from the flattened images (a whole-array input), and the backward adds the images' gradient
+atomically into a whole-array output (the texels a pair touches differ per pixel, so no per-slot
+partial can hold it). The per-(pixel, face) math is :mod:`softjax.ops.pixel_face` (in the split
+corner layout). ``docs/pipeline.md`` describes the flow and the block-size knobs,
 ``docs/gradients.md`` the backward.
 """
 
@@ -34,6 +36,8 @@ from softjax.ops.binning import TilingConfig
 from softjax.ops.options import Scalars, UVTexture
 from softjax.ops.pixel_face import FaceData, face_color, face_setup, uv_color
 
+# windows per program at most: a busier tile is split over several programs
+PROGRAM_WINDOWS = 8
 _DIFF_SCALARS = ("sigma_val", "gamma_val", "near", "far")  # scalars with per-pair partials
 # the kernels' state buffers in this order (alpha, then colour): the layout the GPU check ran
 _BUFFER_ORDER = ("log1m", "asum", "ahard", "zmax", "wsum", "acc", "zbest", "fbest", "rgb")
@@ -115,15 +119,36 @@ def _setup(ctx: streamed.Context) -> _Table:
     return _Table(table, num_texels, tex_rows.shape[0], image, uv)
 
 
+class _Programs(NamedTuple):
+    """A pass's programs: each runs at most ``PROGRAM_WINDOWS`` windows of one tile's faces
+    (:func:`binning.work_items`), so a tile of 500 faces is several programs side by side
+    rather than one that the launch waits on."""
+
+    rows: jax.Array  # [I] int32: each program's tile (NT: a program without faces)
+    tile: jax.Array  # [I] int32: the same, clipped to a real tile (what the kernels read)
+    start: jax.Array  # [I] int32: its first slot in the pass's pair list
+    count: jax.Array  # [I] int32: its faces
+
+
+def _programs(ctx: streamed.Context, bins: binning.Bins, k_size: int) -> _Programs:
+    grid, per = ctx.grid, k_size * PROGRAM_WINDOWS
+    items = binning.work_items(bins, grid, per, binning.most_items(ctx.capacity, grid, per))
+    tile = jnp.minimum(items.tile, grid.num_tiles - 1)
+    first = items.chunk * per
+    real = items.tile < grid.num_tiles
+    count = jnp.where(real, jnp.clip(bins.count[tile] - first, 0, per), 0)
+    return _Programs(items.tile, tile, bins.start[tile] + jnp.where(real, first, 0), count)
+
+
 def _pass_inputs(ctx: streamed.Context, bins: binning.Bins, k_size: int):
-    """A pass's bins and gathered face data (padded by one window of ``k_size``):
-    (start, count, packed, fid, in_pass)."""
+    """A pass's programs and gathered face data (padded by one window of ``k_size``):
+    (programs, packed, fid, in_pass)."""
     cap, nf = ctx.capacity, ctx.grid.num_faces
     in_pass = jnp.arange(cap) < bins.pairs  # culled pairs are sorted past the pass's pairs
     fid = jnp.where(in_pass, bins.faces, nf)  # junk slots: the zero row
     fid = jnp.concatenate([fid, jnp.full((k_size,), nf, jnp.int32)])
     packed = ctx.extra.table[:, fid]  # [fields, cap + K]
-    return bins.start, bins.count, packed, fid.astype(jnp.int32), in_pass
+    return _programs(ctx, bins, k_size), packed, fid.astype(jnp.int32), in_pass
 
 
 def _scalar_vector(scalars: Scalars, dtype) -> jax.Array:
@@ -148,9 +173,9 @@ def _state_from_buffers(like: aggregate.AggState, buffers) -> aggregate.AggState
     )
 
 
-def _tile_pixels(grid: binning.TileGrid, dtype):
-    """Pixel centres ``[P, 1]`` of this program's tile."""
-    px, py = binning.tile_pixel_coords(pl.program_id(0), grid, dtype)
+def _tile_pixels(t, grid: binning.TileGrid, dtype):
+    """Pixel centres ``[P, 1]`` of tile ``t``."""
+    px, py = binning.tile_pixel_coords(t, grid, dtype)
     return px[:, None], py[:, None]
 
 
@@ -175,10 +200,10 @@ def _texels(tex_rows, num_texels: int):
     return [tuple(tex_rows[3 * t : 3 * t + 3]) for t in range(num_texels)]
 
 
-def _image_base(grid: binning.TileGrid, uv: _UVStatic):
-    """Offset of this program's image in the flattened images: tile ``t`` (and every face
-    binned to it) belongs to image ``t // (n * n)``."""
-    b = pl.program_id(0) // (grid.n * grid.n)
+def _image_base(t, grid: binning.TileGrid, uv: _UVStatic):
+    """Offset of tile ``t``'s image in the flattened images: the tile (and every face binned to
+    it) belongs to image ``t // (n * n)``."""
+    b = t // (grid.n * grid.n)
     return (b * (uv.height * uv.width * 3)).astype(jnp.int32)
 
 
@@ -227,17 +252,19 @@ def _scatter_add(ref, offsets, values, mask, interpret: bool):
         plgpu.atomic_add(ref, offsets, values, mask=mask)
 
 
-def _program_setup(scal_ref, start_ref, count_ref, packed_ref, grid: binning.TileGrid):
-    """What both kernels start from: dtype, scalars, this tile's pixel centres and its bin's
-    ``start`` / ``count`` in the pair list."""
-    t = pl.program_id(0)
+def _program_setup(scal_ref, tile_ref, start_ref, count_ref, packed_ref, grid: binning.TileGrid):
+    """What both kernels start from: dtype, scalars, this program's tile, the tile's pixel
+    centres, and the program's ``start`` / ``count`` in the pair list (:class:`_Programs`)."""
+    i = pl.program_id(0)
     dtype = packed_ref.dtype
-    px, py = _tile_pixels(grid, dtype)
-    return dtype, _load_scalars(scal_ref), px, py, start_ref[t], count_ref[t]
+    t = tile_ref[i]
+    px, py = _tile_pixels(t, grid, dtype)
+    return dtype, _load_scalars(scal_ref), t, px, py, start_ref[i], count_ref[i]
 
 
 def _fwd_kernel(
     scal_ref,
+    tile_ref,
     start_ref,
     count_ref,
     packed_ref,
@@ -250,15 +277,16 @@ def _fwd_kernel(
     num_texels,
     uv,
 ):
+    """The state of this program's faces alone (XLA folds it into its tile's)."""
+    del like
+    setup = _program_setup(scal_ref, tile_ref, start_ref, count_ref, packed_ref, grid)
+    dtype, scalars, t, px, py, start, count = setup
     image_ref = base = None
+    out_refs = refs
     if uv is not None:  # the flattened images come first
-        image_ref, refs = refs[0], refs[1:]
-        base = _image_base(grid, uv)
-    n = len(refs) // 2
-    in_refs, out_refs = refs[:n], refs[n:]
-    setup = _program_setup(scal_ref, start_ref, count_ref, packed_ref, grid)
-    dtype, scalars, px, py, start, count = setup
-    state0 = _state_from_buffers(like, [r[...] for r in in_refs])
+        image_ref, out_refs = refs[0], refs[1:]
+        base = _image_base(t, grid, uv)
+    state0 = aggregate.empty_state((grid.tile_pixels,), opts, dtype)
 
     def body(w, st):
         _, present, rows, fid = _window(packed_ref, fid_ref, start, count, w, k_size)
@@ -276,6 +304,7 @@ def _fwd_kernel(
 
 def _bwd_kernel(
     scal_ref,
+    tile_ref,
     start_ref,
     count_ref,
     packed_ref,
@@ -288,15 +317,15 @@ def _bwd_kernel(
     num_texels,
     uv,
 ):
+    setup = _program_setup(scal_ref, tile_ref, start_ref, count_ref, packed_ref, grid)
+    dtype, scalars, t, px, py, start, count = setup
     image_ref = base = g_image_ref = None
     if uv is not None:
         # inputs: the flattened images, then the images' gradient so far (aliased to the last
         # output, g_image_ref, which this kernel adds into)
         image_ref, refs, g_image_ref = refs[0], refs[2:-1], refs[-1]
-        base = _image_base(grid, uv)
-    const_refs, out_ref = refs[:-1], refs[-1]
-    setup = _program_setup(scal_ref, start_ref, count_ref, packed_ref, grid)
-    dtype, scalars, px, py, start, count = setup
+        base = _image_base(t, grid, uv)
+    const_refs, out_ref = refs[:-1], refs[-1]  # the constants: this program's tile's
     consts = jax.tree.unflatten(jax.tree.structure(like), [r[...] for r in const_refs])
     pk = (px.shape[0], k_size)
 
@@ -341,17 +370,19 @@ def _bwd_kernel(
 
 
 def _call(kernel, inputs, n_whole: int, blocked_out, whole_out, grid, cfg, warps, aliases, name):
-    """``pallas_call`` with one program per tile: the first ``n_whole`` inputs are whole arrays,
-    the rest ``[NT, P]`` blocked per tile; outputs likewise (blocked ones first)."""
+    """``pallas_call`` with one program per row of the blocked arrays: the first ``n_whole``
+    inputs are whole arrays, the rest ``[I, P]`` blocked per program (``I``: the programs);
+    outputs likewise (blocked ones first)."""
     p = grid.tile_pixels
-    tile_spec = pl.BlockSpec((None, p), lambda t: (t, 0))
+    programs = inputs[1].shape[0]  # the programs' tiles (_Programs.tile)
+    tile_spec = pl.BlockSpec((None, p), lambda i: (i, 0))
     whole = pl.no_block_spec
     in_specs = [whole] * n_whole + [tile_spec] * (len(inputs) - n_whole)
     out_specs = [tile_spec] * len(blocked_out) + [whole] * len(whole_out)
     return pl.pallas_call(
         kernel,
         out_shape=list(blocked_out) + list(whole_out),
-        grid=(grid.num_tiles,),
+        grid=(programs,),
         in_specs=in_specs,
         out_specs=out_specs,
         input_output_aliases=aliases,
@@ -379,30 +410,24 @@ def _bind(kernel, ctx: streamed.Context, per_pixel, k_size: int):
 def _forward_pass(
     ctx: streamed.Context, bins: binning.Bins, state: aggregate.AggState
 ) -> aggregate.AggState:
-    """One launch of the forward kernel; the state buffers are aliased in and out."""
+    """One launch of the forward kernel (each program's faces on their own), then the
+    programs' states folded into their tiles' (:func:`aggregate.fold_rows`)."""
     cfg, grid = ctx.cfg, ctx.grid
     kernel = _bind(_fwd_kernel, ctx, state, cfg.window)
-    buffers = _state_buffers(state)
-    out_shapes = [jax.ShapeDtypeStruct(b.shape, b.dtype) for b in buffers]
-    start, count, packed, fid, _ = _pass_inputs(ctx, bins, cfg.window)
-    inputs = [_scalar_vector(ctx.scalars, ctx.fv.dtype), start, count, packed, fid]
+    progs, packed, fid, _ = _pass_inputs(ctx, bins, cfg.window)
+    n = progs.tile.shape[0]
+    out_shapes = [
+        jax.ShapeDtypeStruct((n, grid.tile_pixels), b.dtype) for b in _state_buffers(state)
+    ]
+    inputs = [_scalar_vector(ctx.scalars, ctx.fv.dtype), progs.tile, progs.start, progs.count]
+    inputs += [packed, fid]
     if ctx.extra.uv is not None:
         inputs.append(ctx.extra.image)
-    n_whole = len(inputs)
-    aliases = {n_whole + i: i for i in range(len(buffers))}
     outs = _call(
-        kernel,
-        inputs + buffers,
-        n_whole,
-        out_shapes,
-        [],
-        grid,
-        cfg,
-        cfg.num_warps,
-        aliases,
-        "softras_fwd",
+        kernel, inputs, len(inputs), out_shapes, [], grid, cfg, cfg.num_warps, {}, "softras_fwd"
     )
-    return _state_from_buffers(state, outs)
+    # programs without faces fold into row NT, past the state: dropped
+    return aggregate.fold_rows(state, progs.rows, _state_from_buffers(state, outs), ctx.opts)
 
 
 def _n_outputs(ctx: streamed.Context) -> tuple[int, int]:
@@ -434,9 +459,9 @@ def _backward_pass(
     n_face, n_tex = _n_outputs(ctx)
     n_out = n_face + n_tex + len(_DIFF_SCALARS)
     out_shape = jax.ShapeDtypeStruct((n_out, cap + cfg.bwd_window), dtype)
-    start, count, packed, fid, in_pass = _pass_inputs(ctx, bins, cfg.bwd_window)
+    progs, packed, fid, in_pass = _pass_inputs(ctx, bins, cfg.bwd_window)
     scal = _scalar_vector(ctx.scalars, dtype)
-    inputs = [scal, start, count, packed, fid]
+    inputs = [scal, progs.tile, progs.start, progs.count, packed, fid]
     out_shapes, aliases = [out_shape], {}
     g_image = acc[2]
     if g_image is not None:  # the kernel adds into the gradient so far (aliased in and out)
@@ -446,7 +471,7 @@ def _backward_pass(
     n_whole = len(inputs)
     part, *rest = _call(
         kernel,
-        inputs + jax.tree.leaves(consts),
+        inputs + [v[progs.tile] for v in jax.tree.leaves(consts)],  # each program's tile's
         n_whole,
         [],
         out_shapes,
@@ -478,7 +503,7 @@ def _backward_result(ctx: streamed.Context, acc):
     return g_fv, g_tex, g_sc
 
 
-# backend, sentinel_tile (one program per tile: no padded tiles), then the hooks
+# backend, sentinel_tile (programs without faces fold into no row), then the hooks
 PASSES = streamed.Passes(
     "pallas", False, _setup, _forward_pass, _backward_init, _backward_pass, _backward_result
 )

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import itertools
 import math
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -112,38 +111,11 @@ def _image_index(ctx: streamed.Context, fidx):
     return jnp.maximum(fidx, 0) // ctx.grid.faces_per_image
 
 
-class _WorkItems(NamedTuple):
-    """One binning pass cut into work items: item ``i`` is faces ``[chunk[i] * K, (chunk[i] + 1)
-    * K)`` of tile ``tile[i]``'s list, items ordered by tile, then chunk (so by face id)."""
-
-    tile: jax.Array  # [W + G] int32; the sentinel tile NT past the last item
-    chunk: jax.Array  # [W + G] int32
-    count: jax.Array  # scalar int32, the items of this pass
-
-
-def _work_items(bins: binning.Bins, grid: binning.TileGrid, cap: int, k_size: int, g_size):
-    """The pass's (tile, chunk) items: every step then holds ``G`` full windows whatever the
-    tiles' loads (tiles visited in groups would each pay for the busiest tile of its group)."""
-    nt = grid.num_tiles
-    chunks = (bins.count[:nt] + k_size - 1) // k_size  # [NT]
-    inclusive = binning.running(jnp.add, chunks.astype(jnp.int32))
-    # every tile has at most one partial chunk: sum ceil(c / K) <= cap / K + NT
-    size = -(-cap // k_size) + nt + g_size
-    item = jnp.arange(size, dtype=jnp.int32)
-    # each tile with items marks its first item, the sentinel NT the end, and a running maximum
-    # spreads the marks (a binary search per item was a loop of 11 steps on a 1,024-tile call)
-    first = inclusive - chunks
-    at = jnp.concatenate([jnp.where(chunks > 0, first, size), inclusive[-1:]])  # size: dropped
-    tile = binning.spread_marks(at, jnp.arange(nt + 1, dtype=jnp.int32), size)  # NT past the end
-    first = first[jnp.minimum(tile, nt - 1)]
-    return _WorkItems(tile, item - first, inclusive[-1])
-
-
 def _sweep(ctx: streamed.Context, bins: binning.Bins, carry, step_fn, k_size: int):
     """Runs ``step_fn(carry, tiles, px, py, fidx)`` over the work items of a binning pass, ``G``
     items (``tiles`` ``[G]``, face ids ``fidx`` ``[G, K]``, -1 = empty slot) per step."""
     grid, cap, g_size = ctx.grid, ctx.capacity, ctx.cfg.group
-    items = _work_items(bins, grid, cap, k_size, g_size)
+    items = binning.work_items(bins, grid, k_size, binning.most_items(cap, grid, k_size) + g_size)
     count = jnp.concatenate([bins.count[: grid.num_tiles], jnp.zeros((1,), jnp.int32)])
     start = jnp.concatenate([bins.start[: grid.num_tiles], jnp.zeros((1,), jnp.int32)])
     lanes = jnp.arange(k_size, dtype=jnp.int32)
