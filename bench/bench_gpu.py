@@ -9,6 +9,8 @@ Cases (float32):
 * ``1024^2`` images of geodesic spheres of about 280 / 3,300 / 39,000 faces (320, 3,380 and
   38,720 exactly), sigma 1e-5, the sphere filling about half the frame, default SoftRas modes
   (euclidean, softmax, prod, surface textures with one texel);
+* busy tiles: the geometry suite's flattened ellipsoid (5,120 faces) seen edge-on at ``512^2``
+  (sigma 1e-5), hundreds of faces in a few tiles;
 * the reconstruction-shaped batch: 256 images of ``64^2``, 1,280 faces each (jittered spheres),
   sigma 1e-4, dist_eps 1e-10, hard rgb aggregation (the reconstruction's renderer,
   ``docs/reconstruction.md``).
@@ -37,6 +39,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import softjax as sj  # noqa: E402
+from bench import geometry  # noqa: E402
 from bench.bench_rasterize import write_results  # noqa: E402
 from bench.meshes import sphere_scene  # noqa: E402
 from softjax.ops.pallas_kernels import kernel_config  # noqa: E402
@@ -102,6 +105,12 @@ def make_cases(smoke: bool) -> list[dict]:
         cases.append(
             dict(name=f"sphere-{fv.shape[1]}", fv=fv, tex=tex, size=size, sigma=1e-5, kw={})
         )
+    # busy tiles: a flattened ellipsoid of 5,120 faces seen edge-on puts hundreds of faces in
+    # a few tiles, which the kernels split over several programs (docs/pipeline.md)
+    flat = geometry.flat_ellipsoid()[0]
+    cases.append(
+        dict(name="flat-edge-on", fv=flat.fv, tex=flat.tex, size=size // 2, sigma=1e-5, kw={})
+    )
     batch, rs, nf = (2, 32, 320) if smoke else (256, 64, 1280)
     fv, tex = sphere_scene(nf, batch=batch, distance=dist)
     rng = np.random.default_rng(1)

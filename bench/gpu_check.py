@@ -10,8 +10,9 @@ failure):
    vertices and textures (UV: the image, the corner UVs and the tints), with the tolerances of
    the CPU tests; then ``backend='auto'``'s choice for each option set
    (``softjax.backend_report()``).
-3. ``benchmark``: ``bench/bench_gpu.py``'s table (1024^2 spheres of 320 / 3,380 / 38,720 faces
-   and the 256 x 64^2 reconstruction batch, forward and forward+backward, Pallas vs XLA).
+3. ``benchmark``: ``bench/bench_gpu.py``'s table (1024^2 spheres of 320 / 3,380 / 38,720 faces,
+   a flattened ellipsoid edge-on (busy tiles) and the 256 x 64^2 reconstruction batch, forward
+   and forward+backward, Pallas vs XLA).
 4. ``train_step``: the reconstruction training step at batch 64 (softras network, 642-vertex
    template), Pallas vs XLA, ms/step.
 5. ``training``: the quickstart setup at batch 64 for as many steps as fit in about two minutes
