@@ -204,14 +204,8 @@ def pair_counts(scene: Scene, dist_eps: float = 1e-4, backend: str = "xla") -> d
         ft = binning.face_tiles(face, scene.sigma, dist_eps, g, faces, "euclidean")
         box_l = int(ft.total)
         kept_pairs = functools.partial(binning.bin_pass, capacity=max(box_l, 1), grid=g)
-        kept_l, windows_l = (
-            int(n)
-            for n in jax.jit(
-                lambda ft, g=g, kept_pairs=kept_pairs: _kept_and_windows(
-                    kept_pairs(ft, 0), g, cfg.window
-                )
-            )(ft)
-        )
+        counted = jax.jit(functools.partial(_kept_and_windows, kept_pairs, g, cfg.window))
+        kept_l, windows_l = (int(n) for n in counted(ft))
         box, kept, pixels = box + box_l, kept + kept_l, pixels + kept_l * g.tile_pixels
         windows += windows_l * cfg.window * g.tile_pixels
     chunk = max(1, (1 << 22) // scene.image_size**2)  # about 4M pairs per step
@@ -240,11 +234,13 @@ def pair_counts(scene: Scene, dist_eps: float = 1e-4, backend: str = "xla") -> d
     }
 
 
-def _kept_and_windows(bins: binning.Bins, grid: binning.TileGrid, window: int):
-    """A pass's kept pairs, and the windows of ``window`` faces its tiles' lists fill (the
-    forward evaluates whole windows: a tile of 17 faces costs two windows of 16)."""
-    count = bins.count[: grid.num_tiles]
-    return bins.pairs, jnp.sum((count + window - 1) // window)
+def _kept_and_windows(kept_pairs, grid: binning.TileGrid, window: int, ft):
+    """The first pass's kept pairs, and the windows of ``window`` faces its tiles' lists fill:
+    the forward's work items (it evaluates whole windows: a tile of 17 faces costs two windows
+    of 16)."""
+    bins = kept_pairs(ft, 0)
+    size = binning.most_items(int(bins.faces.shape[0]), grid.num_tiles, window)
+    return bins.pairs, binning.work_items(bins, grid, window, size).count
 
 
 def tile_label(counts: dict) -> str:

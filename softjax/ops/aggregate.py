@@ -90,24 +90,13 @@ def init_state(shape, opts: StaticOptions, scalars: Scalars, dtype) -> AggState:
     Returns:
       :class:`AggState` of arrays of ``shape`` (``fbest`` int32).
     """
-    st = {}
-    if opts.aggr_alpha == "prod":
-        st["log1m"] = jnp.zeros(shape, dtype)
-    elif opts.aggr_alpha == "sum":
-        st["asum"] = jnp.zeros(shape, dtype)
-    else:
-        st["ahard"] = jnp.zeros(shape, dtype)
     bg = tuple(jnp.full(shape, opts.background[c], dtype) for c in range(3))
+    st = empty_state(shape, opts, dtype)
     if opts.aggr_rgb == "softmax":
         # the background is the first candidate: weight 1 at the shift eps / gamma_val
-        st["zmax"] = jnp.full(shape, scalars.eps / scalars.gamma_val, dtype)
-        st["wsum"] = jnp.ones(shape, dtype)
-        st["acc"] = bg
-    else:
-        st["zbest"] = jnp.full(shape, jnp.inf, dtype)
-        st["fbest"] = jnp.full(shape, -1, jnp.int32)
-        st["rgb"] = bg
-    return AggState(**st)
+        zmax = jnp.full(shape, scalars.eps / scalars.gamma_val, dtype)
+        return st._replace(zmax=zmax, wsum=jnp.ones(shape, dtype), acc=bg)
+    return st._replace(rgb=bg)
 
 
 def empty_state(shape, opts: StaticOptions, dtype) -> AggState:

@@ -169,7 +169,7 @@ def default_group(cfg: TilingConfig, num_tiles: int, capacity: int) -> int:
       cfg: the configuration after :func:`resolve_tiling`; num_tiles: tiles of the call;
       capacity: pairs per pass.
     """
-    items = -(-capacity // cfg.window) + num_tiles  # at most: one partial window per tile
+    items = most_items(capacity, num_tiles, cfg.window)
     return max(1, min(4096 // (cfg.tile * cfg.tile), items // 16))
 
 
@@ -641,10 +641,11 @@ class WorkItems(NamedTuple):
     count: jax.Array  # scalar int32, the items of this pass
 
 
-def most_items(capacity: int, grid: TileGrid, k_size: int) -> int:
-    """The most work items of ``k_size`` faces a pass of ``capacity`` pairs can cut into: every
-    tile has at most one partial item, so ``sum ceil(c / K) <= capacity / K + NT``."""
-    return -(-capacity // k_size) + grid.num_tiles
+def most_items(capacity: int, num_tiles: int, k_size: int) -> int:
+    """The most work items of ``k_size`` faces a pass of ``capacity`` pairs on ``num_tiles``
+    tiles can cut into: every tile has at most one partial item, so ``sum ceil(c / K) <=
+    capacity / K + NT``."""
+    return -(-capacity // k_size) + num_tiles
 
 
 def work_items(bins: Bins, grid: TileGrid, k_size: int, size: int) -> WorkItems:

@@ -132,7 +132,8 @@ class _Programs(NamedTuple):
 
 def _programs(ctx: streamed.Context, bins: binning.Bins, k_size: int) -> _Programs:
     grid, per = ctx.grid, k_size * PROGRAM_WINDOWS
-    items = binning.work_items(bins, grid, per, binning.most_items(ctx.capacity, grid, per))
+    size = binning.most_items(ctx.capacity, grid.num_tiles, per)
+    items = binning.work_items(bins, grid, per, size)
     tile = jnp.minimum(items.tile, grid.num_tiles - 1)
     first = items.chunk * per
     real = items.tile < grid.num_tiles

@@ -115,7 +115,8 @@ def _sweep(ctx: streamed.Context, bins: binning.Bins, carry, step_fn, k_size: in
     """Runs ``step_fn(carry, tiles, px, py, fidx)`` over the work items of a binning pass, ``G``
     items (``tiles`` ``[G]``, face ids ``fidx`` ``[G, K]``, -1 = empty slot) per step."""
     grid, cap, g_size = ctx.grid, ctx.capacity, ctx.cfg.group
-    items = binning.work_items(bins, grid, k_size, binning.most_items(cap, grid, k_size) + g_size)
+    size = binning.most_items(cap, grid.num_tiles, k_size) + g_size
+    items = binning.work_items(bins, grid, k_size, size)
     count = jnp.concatenate([bins.count[: grid.num_tiles], jnp.zeros((1,), jnp.int32)])
     start = jnp.concatenate([bins.start[: grid.num_tiles], jnp.zeros((1,), jnp.int32)])
     lanes = jnp.arange(k_size, dtype=jnp.int32)
