@@ -3,6 +3,7 @@
     python bench/bench_rasterize.py [--quick] [--json bench/results/rasterize.json]
     python bench/bench_rasterize.py --uv [--quick]   # surface vs UV textures, XLA path
     python bench/bench_rasterize.py --suite geometry [--baseline ../other-checkout]
+    python bench/bench_rasterize.py --suite geometry --interleave 7   # one process, by rounds
     python bench/bench_rasterize.py --suite geometry --backend pallas   # on a GPU
 
 Geodesic spheres of 1280 / 5120 / 20480 faces at 64^2, 128^2, 256^2, and 1024^2 x ~39k faces.
@@ -27,7 +28,11 @@ forward's window slots, milliseconds and nanoseconds per useful pair (medians af
 compile run and ``geometry.WARMUP_CALLS`` untimed calls, which the first calls of a freshly
 compiled program need). ``--baseline DIR`` (a checkout of another commit) also times each
 scene with that checkout's ``softjax``, alternating with this one scene by scene, and reports
-the ratios: on a shared machine only ratios measured in one run compare.
+the ratios: on a shared machine only ratios measured in one run compare. ``--interleave
+ROUNDS`` times the scenes in one process instead, round by round (each scene's fastest of 3
+calls per round, medians over the rounds), and also reports the spread of ns per useful pair
+within each round: a busy spell of a shared machine then slows every scene of a round rather
+than whichever scene's subprocess ran during it.
 """
 
 from __future__ import annotations
@@ -42,6 +47,8 @@ import subprocess
 import sys
 import time
 
+import numpy as np
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
@@ -52,7 +59,6 @@ DENSE_LIMIT = 128 * 128 * 1280
 def _worker(cfg: dict) -> dict:
     import jax
     import jax.numpy as jnp
-    import numpy as np
 
     import softjax as sj
     from bench.meshes import sphere_scene
@@ -104,7 +110,6 @@ def uv_sphere_textures(num_faces: int, batch: int = 1, image_size: int = 256) ->
     """UV arguments of ``soft_rasterize`` for :func:`bench.meshes.sphere_scene`'s sphere:
     latitude / longitude corner UVs of the unit sphere (``uv_wrap='repeat'`` wraps the faces
     at the seam), a random ``image_size``^2 image per mesh and a random tint per face."""
-    import numpy as np
 
     from bench.meshes import geodesic_sphere
 
@@ -156,9 +161,21 @@ def main(argv=None) -> None:
     parser.add_argument(
         "--baseline", default=None, help="geometry: a checkout of another commit to compare"
     )
+    parser.add_argument(
+        "--interleave",
+        type=int,
+        default=0,
+        metavar="ROUNDS",
+        help="geometry: time every scene in this process, ROUNDS rounds over all of them "
+        "(the spread per round; not with --baseline)",
+    )
     parser.add_argument("--json", default=None, help="output file (default: bench/results/)")
     parser.add_argument("--geometry-worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.interleave and args.baseline:
+        parser.error("--interleave times this checkout only: leave out --baseline")
+    if args.interleave < 0:
+        parser.error(f"--interleave takes a number of rounds >= 1, got {args.interleave}")
     if args.worker:
         print(json.dumps(_worker(json.loads(args.worker))), flush=True)
         return
@@ -276,17 +293,26 @@ def geometry_table(args) -> list[dict]:
         header += f" {'base f+b ms':>11} {'fwd x':>6} {'f+b x':>6}"
     print(header)
     print("-" * len(header), flush=True)
+    scenes = [
+        sc
+        for sc in geometry.suite()
+        if not args.scenes or any(n.strip() in sc.name for n in args.scenes.split(","))
+    ]
+    if not scenes:
+        raise SystemExit(f"--scenes {args.scenes!r} names none of the suite's scenes")
+    timed = None
+    if args.interleave:  # every scene compiled in this process first, then the rounds
+        log = functools.partial(print, file=sys.stderr, flush=True)
+        timed = geometry.time_interleaved(scenes, args.interleave, args.backend, log=log)
     rows = []
-    for scene in geometry.suite():
-        if args.scenes and not any(n.strip() in scene.name for n in args.scenes.split(",")):
-            continue
+    for i, scene in enumerate(scenes):
         row = {"scene": scene.name, "batch": scene.fv.shape[0], "faces": scene.fv.shape[1]}
         counts = geometry.pair_counts(scene, backend=args.backend)
         row.update(image_size=scene.image_size, sigma=scene.sigma, backend=args.backend, **counts)
         run = functools.partial(_geometry_run, scene.name, args.repeats, args.timeout)
         if base:
             row["baseline"] = run(base, args.backend)
-        row.update(run(None, args.backend))
+        row.update(timed[i] if timed else run(None, args.backend))
         rows.append(row)
         if "error" in row or "error" in row.get("baseline", {}):
             print(f"{scene.name:<26} error: {row.get('error') or row['baseline']['error']}")
@@ -315,6 +341,17 @@ def geometry_table(args) -> list[dict]:
         print(f"forward+backward ns per useful pair: worst / best = {max(per) / min(per):.2f}x")
         # what the tiles alone allow: if every candidate cost the same, no culling of whole
         # tiles could bring the spread below this
+        if timed and len(done) == len(rows) > 1:
+            # within each round: what a slow spell of the machine does to one scene it does to
+            # the others of that round too
+            per_round = np.array([r["rounds_fwd_bwd_ms"] for r in done]).T / [
+                max(r["useful"], 1) for r in done
+            ]
+            spread = per_round.max(1) / per_round.min(1)
+            print(
+                f"  per round ({len(spread)}): median {np.median(spread):.2f}x, "
+                f"range {spread.min():.2f}-{spread.max():.2f}x"
+            )
         floor = [r["floor_pixels"] / max(r["useful"], 1) for r in done]
         print(f"floor pixels per useful pair: worst / best = {max(floor) / min(floor):.2f}x")
         if base:

@@ -255,25 +255,69 @@ def tile_label(counts: dict) -> str:
 WARMUP_CALLS = 5
 
 
-def time_scene(scene: Scene, repeats: int = 3, backend: str = "xla") -> dict:
-    """Median forward and forward+backward seconds of ``soft_rasterize`` on a scene (the
+def _timed_calls(scene: Scene, backend: str) -> dict:
+    """``{'fwd': f, 'fwd_bwd': g}``: jitted calls of ``soft_rasterize`` on a scene (the
     backward: ``jax.grad`` of a fixed random weighting of the image w.r.t. the vertices and
-    textures), after a compile run and ``WARMUP_CALLS`` untimed calls."""
-    import time
-
+    textures), each compiled and run ``WARMUP_CALLS`` times; ``f()`` runs one call to the end."""
     kw = dict(image_size=scene.image_size, sigma_val=scene.sigma, backend=backend)
     b, s = scene.fv.shape[0], scene.image_size
     weights = jnp.asarray(np.random.default_rng(0).normal(size=(b, s, s, 4)), jnp.float32)
     fwd = jax.jit(lambda v, t: sj.soft_rasterize(v, t, **kw))
     grad = jax.jit(jax.grad(lambda v, t: jnp.sum(sj.soft_rasterize(v, t, **kw) * weights), (0, 1)))
-    out = {}
-    for name, fn in (("fwd", fwd), ("fwd_bwd", grad)):
+    fv, tex = jnp.asarray(scene.fv), jnp.asarray(scene.tex)
+    calls = {"fwd": _runner(fwd, fv, tex), "fwd_bwd": _runner(grad, fv, tex)}
+    for call in calls.values():
         for _ in range(1 + WARMUP_CALLS):
-            jax.block_until_ready(fn(scene.fv, scene.tex))
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            jax.block_until_ready(fn(scene.fv, scene.tex))
-            times.append(time.perf_counter() - t0)
-        out[f"{name}_ms"] = 1e3 * float(np.median(times))
-    return out
+            call()
+    return calls
+
+
+def _runner(fn, *args):
+    return lambda: jax.block_until_ready(fn(*args))
+
+
+def _seconds(call, repeats: int) -> list[float]:
+    import time
+
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def time_scene(scene: Scene, repeats: int = 3, backend: str = "xla") -> dict:
+    """Median forward and forward+backward milliseconds of ``soft_rasterize`` on a scene, after
+    a compile run and ``WARMUP_CALLS`` untimed calls (:func:`_timed_calls`)."""
+    calls = _timed_calls(scene, backend)
+    return {f"{k}_ms": 1e3 * float(np.median(_seconds(c, repeats))) for k, c in calls.items()}
+
+
+def time_interleaved(
+    scenes: list[Scene], rounds: int, backend: str = "xla", calls_per_round: int = 3, log=print
+) -> list[dict]:
+    """The scenes timed in one process, round by round: each round runs every scene's forward
+    and forward+backward ``calls_per_round`` times and keeps the fastest, so a slow spell of a
+    shared machine falls on all the scenes of a round alike rather than on whichever scene ran
+    then. Returns per scene ``{'fwd_ms', 'fwd_bwd_ms'}`` (medians over the rounds) and
+    ``'rounds_fwd_bwd_ms'`` (the round's figures, in order), from which ratios between scenes
+    can be taken within each round."""
+    all_calls = []
+    for i, scene in enumerate(scenes):
+        log(f"  compiling {i + 1}/{len(scenes)}: {scene.name}")
+        all_calls.append(_timed_calls(scene, backend))
+    per = [{"fwd": [], "fwd_bwd": []} for _ in scenes]
+    for r in range(rounds):
+        for calls, out in zip(all_calls, per, strict=True):
+            for k, c in calls.items():
+                out[k].append(1e3 * min(_seconds(c, calls_per_round)))
+        log(f"  round {r + 1}/{rounds} done")
+    return [
+        {
+            "fwd_ms": float(np.median(p["fwd"])),
+            "fwd_bwd_ms": float(np.median(p["fwd_bwd"])),
+            "rounds_fwd_bwd_ms": p["fwd_bwd"],
+        }
+        for p in per
+    ]
