@@ -110,7 +110,6 @@ def uv_sphere_textures(num_faces: int, batch: int = 1, image_size: int = 256) ->
     """UV arguments of ``soft_rasterize`` for :func:`bench.meshes.sphere_scene`'s sphere:
     latitude / longitude corner UVs of the unit sphere (``uv_wrap='repeat'`` wraps the faces
     at the seam), a random ``image_size``^2 image per mesh and a random tint per face."""
-
     from bench.meshes import geodesic_sphere
 
     p = geodesic_sphere(max(1, int(round((num_faces / 20) ** 0.5))))  # as sphere_scene
@@ -339,8 +338,6 @@ def geometry_table(args) -> list[dict]:
     if done:
         per = [r["fwd_bwd_ns_per_useful"] for r in done]
         print(f"forward+backward ns per useful pair: worst / best = {max(per) / min(per):.2f}x")
-        # what the tiles alone allow: if every candidate cost the same, no culling of whole
-        # tiles could bring the spread below this
         if timed and len(done) == len(rows) > 1:
             # within each round: what a slow spell of the machine does to one scene it does to
             # the others of that round too
@@ -352,6 +349,8 @@ def geometry_table(args) -> list[dict]:
                 f"  per round ({len(spread)}): median {np.median(spread):.2f}x, "
                 f"range {spread.min():.2f}-{spread.max():.2f}x"
             )
+        # what the tiles alone allow: if every candidate cost the same, no culling of whole
+        # tiles could bring the spread below this
         floor = [r["floor_pixels"] / max(r["useful"], 1) for r in done]
         print(f"floor pixels per useful pair: worst / best = {max(floor) / min(floor):.2f}x")
         if base:

@@ -258,7 +258,8 @@ WARMUP_CALLS = 5
 def _timed_calls(scene: Scene, backend: str) -> dict:
     """``{'fwd': f, 'fwd_bwd': g}``: jitted calls of ``soft_rasterize`` on a scene (the
     backward: ``jax.grad`` of a fixed random weighting of the image w.r.t. the vertices and
-    textures), each compiled and run ``WARMUP_CALLS`` times; ``f()`` runs one call to the end."""
+    textures), each compiled and then run ``WARMUP_CALLS`` times untimed; ``f()`` runs one call
+    to the end."""
     kw = dict(image_size=scene.image_size, sigma_val=scene.sigma, backend=backend)
     b, s = scene.fv.shape[0], scene.image_size
     weights = jnp.asarray(np.random.default_rng(0).normal(size=(b, s, s, 4)), jnp.float32)
